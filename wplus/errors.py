@@ -28,3 +28,15 @@ class ImageInputError(WPlusError):
 
 class MissingWeightsError(WPlusError):
     """A weights file is absent; the message names the file, its URL and the folder to put it in."""
+
+
+class DirectionError(WPlusError):
+    """An unknown edit direction name, or a direction file of a shape/format we cannot use."""
+
+
+class IdentityFormatError(WPlusError):
+    """An identity file (ours or an official `N.pth`) that is corrupt or holds no (18,512) W+ code."""
+
+
+class DownloadError(WPlusError):
+    """A download that failed or produced a file whose sha256 does not match the registry."""
