@@ -16,6 +16,7 @@ Public API (lazy, so `import wplus` stays cheap and optional backends load only 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -42,7 +43,9 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'wplus' has no attribute {name!r}")
+        if importlib.util.find_spec(f"wplus.{name}") is None:
+            raise AttributeError(f"module 'wplus' has no attribute {name!r}")
+        return importlib.import_module(f"wplus.{name}")  # submodule access, e.g. wplus.layers
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
