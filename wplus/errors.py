@@ -40,3 +40,7 @@ class IdentityFormatError(WPlusError):
 
 class DownloadError(WPlusError):
     """A download that failed or produced a file whose sha256 does not match the registry."""
+
+
+class E4EFormatError(WPlusError):
+    """An e4e/StyleGAN2 checkpoint that is corrupt, truncated, or holds another model's weights."""
