@@ -44,3 +44,7 @@ class DownloadError(WPlusError):
 
 class E4EFormatError(WPlusError):
     """An e4e/StyleGAN2 checkpoint that is corrupt, truncated, or holds another model's weights."""
+
+
+class IdentityNotFoundError(WPlusError):
+    """No saved identity of that name; the message lists the ones that exist."""
