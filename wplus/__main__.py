@@ -1,0 +1,223 @@
+"""Command line: `python -m wplus invert PHOTO`, `python -m wplus download`, `python -m wplus directions`.
+
+Exit codes: 0 done, 2 a problem with the input or a missing file (the message says what to do).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import WPlusError
+
+EXAMPLES = """examples:
+  python -m wplus invert photo.jpg -o alice --preview alice.png
+  python -m wplus invert group.jpg --face-index 1 --edit smile=2 --edit age=-1
+  python -m wplus directions
+  python -m wplus download --what directions
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m wplus",
+        description="W+ adapter tools: turn a photo into an editable identity, fetch models, list edits.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inv = sub.add_parser(
+        "invert", help="photo -> identity file (W+ code) and a preview",
+        description="Detect the faces in PHOTO, align and encode one with e4e into W+, save it as "
+                    "models/identities/NAME.safetensors and write a preview (aligned face | "
+                    "StyleGAN reconstruction | edited).",
+        epilog="Faces are numbered left to right; without --face-index the largest is used.",
+    )
+    inv.add_argument("photo", help="the reference photo (JPEG, PNG, WebP...)")
+    inv.add_argument("-o", "--name", help="identity name (default: the photo's file name)")
+    inv.add_argument("--face-index", type=int, default=None, metavar="I",
+                     help="which face, 0 = leftmost (default: the largest)")
+    inv.add_argument("--backend", default="dlib", choices=("dlib", "facexlib", "auto"),
+                     help="face detector/aligner (default: dlib, fully offline)")
+    inv.add_argument("--edit", action="append", default=[], metavar="NAME=S",
+                     help="apply an edit direction, e.g. smile=2 (repeatable; see `directions`)")
+    inv.add_argument("--preview", type=Path, default=None, metavar="PNG",
+                     help="where to write the preview (default: next to the identity file)")
+    inv.add_argument("--no-preview", action="store_true", help="skip rendering the preview")
+    _common(inv)
+    inv.add_argument("--e4e", type=Path, default=None, metavar="PATH",
+                     help="e4e checkpoint (default: MODELS/e4e_ffhq_encode.pt, downloaded if missing)")
+    inv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    inv.add_argument("--no-cache", action="store_true", help="encode even if this face was encoded before")
+
+    dl = sub.add_parser("download", help="fetch the model files (with progress, resume, sha256 check)",
+                        description="Download the files the extension needs into the models folder.")
+    dl.add_argument("--what", default="all", choices=("all", "adapter", "e4e", "directions", "faces", "training"),
+                    help="which files (default: all but the training-only ones)")
+    dl.add_argument("--check", action="store_true", help="only report which files are present")
+    _common(dl)
+
+    dr = sub.add_parser("directions", help="list the edit directions, by group",
+                        description="List the edit directions: name, group, slider range, suggested strength.")
+    dr.add_argument("--group", default=None, help="only this group (e.g. expression, pose)")
+    _common(dr)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", type=Path, default=None, metavar="DIR",
+                   help="models folder (default: $WPLUS_MODELS_DIR or the extension's models/)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download; fail with a message saying where to put the missing file")
+
+
+def main(argv: Sequence[str] | None = None, e4e_loader: Callable[[], Any] | None = None) -> int:
+    """`e4e_loader` replaces the checkpoint loader (tests, or a host that already holds e4e)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "invert":
+            return cmd_invert(args, e4e_loader)
+        if args.command == "download":
+            return cmd_download(args)
+        return cmd_directions(args)
+    except WPlusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _models(args: argparse.Namespace) -> Path:
+    from .registry import default_models_dir
+
+    return args.models if args.models is not None else default_models_dir()
+
+
+def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -> int:
+    from .directions import apply_edits, default_library, parse_edits
+    from .identity import IdentityEncoder, default_cache, faces_table, save_identity
+
+    models = _models(args)
+    edits = parse_edits(args.edit)
+    library = default_library(models, allow_download=not args.no_download) if edits else None
+    if library is not None:
+        for name in edits:
+            library.get(name)  # unknown names fail before any heavy work
+    tag = ""
+    if e4e_loader is None:
+        e4e_loader, tag = _checkpoint_loader(args, models)
+    cache = None if args.no_cache else default_cache(models)
+    encoder = IdentityEncoder(e4e_loader, cache=cache, keep_loaded=True, encoder_tag=tag)
+    name = args.name or Path(args.photo).stem
+    try:
+        start = time.perf_counter()
+        runs = encoder.encode_count
+        identity = encoder.encode(args.photo, face_index=args.face_index, backend=args.backend, name=name)
+        how = "encoded" if encoder.encode_count > runs else "from cache"
+        n = len(identity.faces)
+        print(f"{n} face{'s' if n != 1 else ''} found in {args.photo} (left to right):")
+        print(faces_table(identity.faces, identity.face_index))
+        print(f"W+ {how} in {time.perf_counter() - start:.2f} s (backend {identity.backend})")
+        if edits:
+            identity.wplus_unedited = identity.wplus.clone()
+            identity.wplus = apply_edits(identity.wplus, edits, library)
+            identity.edits = ", ".join(f"{k}={v:g}" for k, v in edits.items())
+            print(f"edits: {identity.edits}")
+        path = save_identity(identity, name, folder=models / "identities")
+        print(f"identity saved: {path}")
+        if not args.no_preview:
+            preview = args.preview or path.with_suffix(".png")
+            write_preview(encoder.e4e, identity, preview)
+            print(f"preview saved: {preview}")
+    finally:
+        encoder.release()
+    return 0
+
+
+def _checkpoint_loader(args: argparse.Namespace, models: Path) -> tuple[Callable[[], Any], str]:
+    """Resolve the e4e file now (fail fast, download if allowed); load it only when needed."""
+    import torch
+
+    from . import registry
+    from .download import ensure_file
+
+    path = args.e4e if args.e4e is not None else ensure_file(registry.get("e4e"), models, allow_download=not args.no_download)
+    if not Path(path).is_file():
+        raise WPlusError(f"--e4e {path}: no such file")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def load() -> Any:
+        from .e4e import load_e4e
+
+        return load_e4e(str(path), device=device)
+
+    st = Path(path).stat()
+    return load, f"{Path(path).name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def write_preview(e4e: Any, identity: Any, out: Path, size: int = 256) -> Path:
+    """One strip: aligned face | StyleGAN reconstruction | edited (when edits were applied)."""
+    import torch
+    from PIL import Image
+
+    codes = [identity.wplus_unedited if identity.wplus_unedited is not None else identity.wplus]
+    if identity.wplus_unedited is not None:
+        codes.append(identity.wplus)
+    with torch.no_grad():
+        images = e4e.render(torch.stack(codes))
+    panels = [identity.thumbnail] if identity.thumbnail is not None else []
+    for img in images:
+        arr = ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        panels.append(Image.fromarray(arr, "RGB"))
+    strip = Image.new("RGB", (size * len(panels), size), "white")
+    for i, panel in enumerate(panels):
+        strip.paste(panel.convert("RGB").resize((size, size), Image.Resampling.LANCZOS), (i * size, 0))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(out)
+    return out
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from . import registry
+    from .download import ensure_file, find_existing
+
+    models = _models(args)
+    entries = registry.select(args.what)
+    missing = 0
+    for entry in entries:
+        where = find_existing(entry, models)
+        if args.check or args.no_download:
+            state = f"ok       {where}" if where else f"MISSING  {entry.path(models)}  <- {entry.url}"
+            print(f"{entry.key:45s} {state}")
+            missing += where is None
+            continue
+        path = ensure_file(entry, models, allow_download=True)
+        print(f"{entry.key:45s} ok       {path}")
+    if missing:
+        print(f"{missing} file(s) missing; run without --check/--no-download to fetch them.")
+    return 2 if missing and args.no_download else 0
+
+
+def cmd_directions(args: argparse.Namespace) -> int:
+    from .directions import default_library
+
+    library = default_library(_models(args), allow_download=not args.no_download)
+    groups = library.by_group()
+    if args.group is not None and args.group not in groups:
+        raise WPlusError(f"no group {args.group!r}; groups: {', '.join(groups)}")
+    for group, items in groups.items():
+        if args.group is not None and group != args.group:
+            continue
+        print(f"{group}:")
+        for d in items:
+            where = f"layers {d.layers[0]}-{d.layers[1] - 1}" if d.vector is None else "all layers"
+            print(f"  {d.name:28s} {d.source:12s} range {d.minimum:g}..{d.maximum:g}  "
+                  f"suggested {d.suggested:g}  ({where})")
+    print(f"{len(library)} directions. Use: --edit NAME=STRENGTH (0 = no change).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
