@@ -75,9 +75,7 @@ def perturb_wplus(w: torch.Tensor, dropped: torch.Tensor, rng: random.Random, ge
     """(B,18,512) true codes (dropped rows already zero) -> perturbed codes and the kind used."""
     kind = kind or choose_kind(rng, probs, bool(bank))
     w = w.detach()
-    perm = list(range(w.shape[0]))
-    rng.shuffle(perm)
-    shuffled = w[perm]
+    shuffled = w[_derangement(w.shape[0], rng)]
     if kind == "extrapolate":
         out = shuffled + (w - shuffled) * rng.uniform(-40.0, 40.0)
     elif kind == "scaled_copy":
@@ -95,3 +93,16 @@ def perturb_wplus(w: torch.Tensor, dropped: torch.Tensor, rng: random.Random, ge
         raise ValueError(f"unknown perturbation {kind!r}; one of {KINDS}")
     out = torch.where(dropped.to(w.device)[:, None, None], torch.zeros_like(out), out)
     return out, kind
+
+
+def _derangement(n: int, rng: random.Random) -> list[int]:
+    """A random cyclic permutation (Sattolo): every row gets another row's identity.
+
+    The paper shuffles freely; with small per-GPU batches a row would then often keep its own
+    code and that step's L_disen would be zero for it.
+    """
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm

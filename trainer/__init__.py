@@ -1,0 +1,1 @@
+"""The W+ adapter trainer (both stages of the paper). Entry point: `python trainer/train.py`."""

@@ -1,0 +1,358 @@
+"""The training loop (accelerate): both stages, checkpoints, exact resume, logs, validation.
+
+The residual branch is `wplus`'s own: `WPlusAdapter.from_unet` + `wplus.attach`, tokens set every
+step from `adapter.project(w)`, so the trained weights are exactly what the WebUI runs.
+
+Determinism: every random draw of micro-batch k (sample choice and augmentation, VAE sample,
+noise, timesteps, perturbation) is seeded from (seed, k, rank). The only state a resume needs is
+then the adapter, the optimizer, the LR schedule, the fp16 grad scaler and the step — all in the
+checkpoint — so a resumed run computes the same next loss as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+import wplus
+from trainer import data as data_mod
+from trainer import losses
+from trainer.config import TrainConfig, save_config
+from trainer.models import BaseModel, load_base_model
+from trainer.perturb import DirectionBank, perturb_wplus
+
+CKPT_DIR = "checkpoints"
+ADAPTER_FILE = "wplus_adapter.safetensors"
+
+
+class TrainModel(nn.Module):
+    """Frozen UNet + trainable adapter; one forward = one UNet call with the identity branch."""
+
+    def __init__(self, unet: nn.Module, adapter: wplus.WPlusAdapter):
+        super().__init__()
+        self.unet = unet
+        self.adapter = adapter
+        self.handle = wplus.attach(unet, adapter, cast=False)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                w: torch.Tensor, scale: float, added: Optional[dict] = None) -> torch.Tensor:
+        self.handle.tokens = self.adapter.project(w) if scale != 0 else None
+        self.handle.scale = scale
+        return self.unet(noisy, timesteps, encoder_hidden_states=context,
+                         added_cond_kwargs=added).sample
+
+
+def seed_for(seed: int, micro: int, rank: int) -> int:
+    return (seed * 1_000_003 + micro * 7919 + rank * 104_729 + 17) % (2 ** 63)
+
+
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    accelerator: Any = None
+    base: Optional[BaseModel] = None
+    model: Any = None
+    optimizer: Any = None
+    lr_scheduler: Any = None
+    step: int = 0
+    bank: DirectionBank = field(default_factory=DirectionBank)
+    out: Path = Path(".")
+    history: list = field(default_factory=list)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> "Trainer":
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+        cfg = self.cfg.validate()
+        self.out = Path(cfg.output_dir)
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            mixed_precision=cfg.mixed_precision,
+            log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
+        )
+        acc = self.accelerator
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.json")
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.base = load_base_model(cfg.pretrained_model, arch=cfg.arch, original_config=cfg.original_config,
+                                    tokenizer=cfg.tokenizer, cache_dir=self.out,
+                                    prediction_type=cfg.prediction_type)
+        adapter = wplus.WPlusAdapter.from_unet(self.base.unet).float()
+        if cfg.init:
+            _load_weights(adapter, wplus.load_adapter(cfg.init), cfg.init)
+        if cfg.stage == 2:
+            adapter.proj.requires_grad_(False)
+        dtype = self.weight_dtype
+        for m in [self.base.unet, self.base.vae, *self.base.text_encoders]:
+            m.to(acc.device, dtype=dtype)
+        adapter.to(acc.device)
+        if cfg.gradient_checkpointing:
+            self.base.unet.enable_gradient_checkpointing()
+        params = [p for p in adapter.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+        from diffusers.optimization import get_scheduler
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
+                                          num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.max_steps)
+        model = TrainModel(self.base.unet, adapter)
+        self.model, self.optimizer = acc.prepare(model, self.optimizer)
+        if cfg.stage == 2:
+            self.bank = DirectionBank.from_folder(cfg.directions)
+        if cfg.resume:
+            self.load_checkpoint(self._resolve_resume(cfg.resume))
+        if acc.is_main_process and cfg.report_to == "tensorboard":
+            acc.init_trackers("wplus", config=_flat(cfg.to_dict()))
+        acc.print(f"W+ trainer: stage {cfg.stage}, {self.base.arch} base, adapter {adapter.describe()}, "
+                  f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters "
+                  f"(projection {'frozen' if cfg.stage == 2 else 'trained'}), step {self.step}/{cfg.max_steps}, "
+                  f"{acc.num_processes} process(es), {cfg.train_batch_size}x{cfg.gradient_accumulation_steps} "
+                  f"images per process per step, mixed precision {cfg.mixed_precision}")
+        return self
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.cfg.mixed_precision, torch.float32)
+
+    @property
+    def adapter(self) -> wplus.WPlusAdapter:
+        return self.accelerator.unwrap_model(self.model).adapter
+
+    # ------------------------------------------------------------------ one step
+    def compute_losses(self, batch: dict, micro: int) -> dict[str, torch.Tensor]:
+        cfg, base, acc = self.cfg, self.base, self.accelerator
+        gen = torch.Generator().manual_seed(seed_for(cfg.seed, micro, acc.process_index))
+        rng = random.Random(seed_for(cfg.seed + 1, micro, acc.process_index))
+        device, dtype = acc.device, self.weight_dtype
+        with torch.no_grad():
+            pixels = batch["pixels"].to(device, dtype)
+            dist = base.vae.encode(pixels).latent_dist
+            latents = (dist.mean + dist.std * _randn(dist.mean.shape, gen, dist.mean)) * base.vae.config.scaling_factor
+            noise = _randn(latents.shape, gen, latents)
+            t = torch.randint(0, base.scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen)
+            t = t.to(device)
+            noisy = base.scheduler.add_noise(latents, noise, t)
+            target = losses.diffusion_target(base.scheduler, latents, noise, t)
+            context, added = base.encode_prompt(batch["text"], cfg.resolution)
+        w = batch["wplus"].to(device)
+        out: dict[str, torch.Tensor] = {}
+        if cfg.stage == 2:
+            # No-grad predictions first: the grad forward must be the last one before backward
+            # (gradient checkpointing recomputes with the hook's current tokens).
+            w_neg, kind = perturb_wplus(w, batch["id_dropped"], rng, gen, cfg.perturb_probs, self.bank,
+                                        cfg.direction_strength)
+            with torch.no_grad():
+                pred_neg = self.model(noisy, t, context, w_neg, cfg.train_scale, added)
+                pred_off = self.model(noisy, t, context, w, 0.0, added)
+        pred = self.model(noisy, t, context, w, cfg.train_scale, added)
+        out["rec"] = losses.rec_loss(pred, target)
+        loss = out["rec"]
+        if cfg.stage == 2:
+            outside = losses.outside_face(batch["face_mask"].to(device), tuple(pred.shape[-2:]))
+            out["disen"] = losses.disen_loss(pred, pred_neg, outside)
+            out["preserve"] = losses.preserve_loss(pred, pred_off)
+            loss = loss + cfg.lambda_disen * out["disen"] + cfg.lambda_preserve * out["preserve"]
+        out["loss"] = loss
+        return out
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> "Trainer":
+        cfg, acc = self.cfg, self.accelerator
+        records = data_mod.stage_records(data_mod.read_manifest(cfg.manifest), cfg.stage)
+        accum = cfg.gradient_accumulation_steps
+        start = 0 if cfg.overfit_batch else self.step * accum
+        loader = data_mod.make_loader(cfg, records, acc.num_processes, acc.process_index, start)
+        progress = _progress(cfg, acc, self.step)
+        stop = _StopFlag()
+        micro = self.step * accum
+        last_ckpt = self.step
+        batches = iter(loader)
+        t0, images = time.perf_counter(), 0
+        try:
+            while self.step < cfg.max_steps and not stop.raised:
+                batch = next(batches)
+                seed_micro = 0 if cfg.overfit_batch else micro
+                with acc.accumulate(self.model):
+                    with acc.autocast():
+                        parts = self.compute_losses(batch, seed_micro)
+                    acc.backward(parts["loss"])
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                            cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                micro += 1
+                images += len(batch["text"]) * acc.num_processes
+                if not acc.sync_gradients:
+                    continue
+                self.lr_scheduler.step()
+                self.step += 1
+                logs = self._log(parts, progress, images / max(time.perf_counter() - t0, 1e-9))
+                if not math.isfinite(logs["loss"]):
+                    raise FloatingPointError(f"loss became {logs['loss']} at step {self.step}; lower the "
+                                             "learning rate or use bf16 instead of fp16")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    last_ckpt = self.step
+                if cfg.validation_every and self.step % cfg.validation_every == 0:
+                    self.validate()
+        except FloatingPointError:
+            progress.close()
+            stop.restore()
+            raise  # never checkpoint or export diverged weights
+        except BaseException:
+            progress.close()
+            stop.restore()
+            self.save_checkpoint()  # Ctrl-C or a crash: keep the progress made so far
+            raise
+        progress.close()
+        stop.restore()
+        if self.step != last_ckpt or not self._checkpoints():
+            self.save_checkpoint()
+        self.export()
+        acc.end_training()
+        return self
+
+    def _log(self, parts: dict, progress: Any, ips: float) -> dict:
+        acc, cfg = self.accelerator, self.cfg
+        logs = {k: acc.gather(v.detach().float().reshape(1)).mean().item() for k, v in parts.items()}
+        logs["lr"] = self.lr_scheduler.get_last_lr()[0]
+        logs["images_per_s"] = ips
+        if acc.is_main_process:
+            self.history.append({"step": self.step, **logs})
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **logs}) + "\n")
+            if cfg.report_to == "tensorboard" and (self.step % cfg.log_every == 0 or self.step == 1):
+                acc.log({f"train/{k}": v for k, v in logs.items()}, step=self.step)
+            progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "rec", "disen", "preserve")})
+            progress.update(1)
+        return logs
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoints(self) -> list[Path]:
+        root = self.out / CKPT_DIR
+        return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.is_dir() else []
+
+    def _resolve_resume(self, resume: str) -> Path:
+        if resume == "latest":
+            found = self._checkpoints()
+            if not found:
+                raise FileNotFoundError(f"--resume latest: no checkpoint in {self.out / CKPT_DIR}")
+            return found[-1]
+        path = Path(resume)
+        if not (path / "state.pt").is_file():
+            raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no state.pt)")
+        return path
+
+    def save_checkpoint(self) -> Optional[Path]:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return None
+        final = self.out / CKPT_DIR / f"step-{self.step:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        wplus.save_adapter(self.adapter, tmp / ADAPTER_FILE)
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
+                                                   "config": self.cfg.to_dict()}, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        keep = self.cfg.checkpoints_keep
+        if keep > 0:
+            for old in self._checkpoints()[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        _load_weights(self.adapter, wplus.load_adapter(path / ADAPTER_FILE), str(path))
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if state.get("scaler") and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        self.accelerator.print(f"resumed from {path} at step {self.step}")
+
+    # ------------------------------------------------------------------ export / validation
+    def export(self) -> Optional[Path]:
+        from trainer.export import export_adapter
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        return export_adapter(self.adapter, self.out, official=self.cfg.export_official)
+
+    def validate(self) -> Optional[Path]:
+        from trainer.validate import render_validation
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        return render_validation(self, model)
+
+
+def _load_weights(adapter: wplus.WPlusAdapter, loaded: wplus.WPlusAdapter, source: str) -> None:
+    mine = adapter.state_dict()
+    theirs = loaded.state_dict()
+    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise wplus.WPlusError(f"{source}: adapter for {loaded.describe()} does not fit this base model "
+                               f"({adapter.describe()})")
+    with torch.no_grad():
+        for k, t in theirs.items():
+            mine[k].copy_(t)
+
+
+def _randn(shape, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, dtype=torch.float32).to(like.device, like.dtype)
+
+
+def _flat(d: dict) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in d.items()}
+
+
+def _progress(cfg: TrainConfig, acc: Any, initial: int):
+    from tqdm.auto import tqdm
+    return tqdm(total=cfg.max_steps, initial=initial, desc=f"stage {cfg.stage}", unit="step",
+                disable=not (cfg.progress and acc.is_local_main_process), dynamic_ncols=True)
+
+
+class _StopFlag:
+    """SIGTERM (cluster pre-emption) ends the loop after the current step; the exit checkpoint follows."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+
+    def _handle(self, *_: Any) -> None:
+        self.raised = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def run(cfg: TrainConfig) -> Trainer:
+    return Trainer(cfg).setup().train()

@@ -1,0 +1,80 @@
+"""Validation images at fixed prompts, seeds and identities (DDIM + classifier-free guidance).
+
+Rows are [conditional, unconditional], the unconditional row with the empty prompt and the
+all-zero W+, exactly as the WebUI extension samples. Written to OUT/samples/step-N.png and
+TensorBoard.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from trainer import data as data_mod
+
+
+def validation_identities(cfg) -> list[torch.Tensor]:
+    if cfg.validation_identities:
+        return [data_mod.load_wplus(p) for p in cfg.validation_identities]
+    records = data_mod.stage_records(data_mod.read_manifest(cfg.manifest), cfg.stage)
+    return [data_mod.load_wplus(records[0]["wplus"])]
+
+
+@torch.no_grad()
+def sample(base, model, w: torch.Tensor, prompt: str, seed: int, steps: int, guidance: float,
+           scale: float, size: int) -> Image.Image:
+    from diffusers import DDIMScheduler
+    sched = DDIMScheduler.from_config(base.scheduler.config)
+    sched.set_timesteps(steps)
+    unet, vae = base.unet, base.vae
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, unet.config.in_channels, size // factor, size // factor, generator=g)
+    x = (x * sched.init_noise_sigma).to(unet.device, unet.dtype)
+    context, added = base.encode_prompt([prompt, ""], size)
+    adapter = model.adapter
+    w2 = torch.stack([w, torch.zeros_like(w)]).to(adapter.proj.norm.weight)
+    model.handle.tokens = adapter.project(w2)
+    model.handle.scale = scale
+    for t in sched.timesteps:
+        inp = sched.scale_model_input(torch.cat([x, x]), t)
+        pred = unet(inp, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
+        cond, uncond = pred.chunk(2)
+        x = sched.step(uncond + guidance * (cond - uncond), t, x).prev_sample
+    img = vae.decode(x / vae.config.scaling_factor).sample[0].float()
+    arr = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def grid(images: list[Image.Image], cols: int) -> Image.Image:
+    w, h = images[0].size
+    rows = (len(images) + cols - 1) // cols
+    out = Image.new("RGB", (cols * w, rows * h), "white")
+    for i, im in enumerate(images):
+        out.paste(im, ((i % cols) * w, (i // cols) * h))
+    return out
+
+
+def render_validation(trainer: Any, model: Any) -> Path:
+    cfg, base, acc = trainer.cfg, trainer.base, trainer.accelerator
+    images = []
+    with acc.autocast():
+        for w in validation_identities(cfg):
+            for prompt in cfg.validation_prompts:
+                for seed in cfg.validation_seeds:
+                    images.append(sample(base, model, w, prompt, int(seed), cfg.validation_steps,
+                                         cfg.validation_guidance, cfg.validation_scale, cfg.resolution))
+    sheet = grid(images, cols=max(1, len(cfg.validation_prompts) * len(cfg.validation_seeds)))
+    path = trainer.out / "samples" / f"step-{trainer.step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    if cfg.report_to == "tensorboard":
+        try:
+            writer = acc.get_tracker("tensorboard", unwrap=True)
+            writer.add_image("validation", np.asarray(sheet), trainer.step, dataformats="HWC")
+        except Exception as exc:  # logging must never stop training
+            acc.print(f"validation image not logged to TensorBoard: {exc}")
+    return path
