@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import ImageInputError
 
@@ -97,7 +97,7 @@ def normalize_image(src: ImageLike | NormalizedImage, max_side: int = MAX_WORKIN
     if isinstance(src, NormalizedImage):
         return src
     if isinstance(src, np.ndarray):
-        return _finish(_array_to_pil(src), max_side)
+        return _finish(_array_to_pil(src), max_side, owned=False)
     if isinstance(src, Image.Image):
         return _from_pil(src, _describe(src), max_side, owned=False)
     im, name = _open(src)
@@ -144,6 +144,9 @@ def _open(src: ImageLike) -> tuple[Image.Image, str]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
     except Image.DecompressionBombError as e:
+        jpeg = _open_huge_jpeg(fp)
+        if jpeg is not None:
+            return jpeg, name
         raise ImageInputError(
             f"{name} is too large to decode safely ({e}). Downscale it below "
             f"{MAX_DECODE_PIXELS // 1_000_000} megapixels and try again.") from e
@@ -156,6 +159,25 @@ def _open(src: ImageLike) -> tuple[Image.Image, str]:
     return im, name
 
 
+def _open_huge_jpeg(fp: object) -> Image.Image | None:
+    """A JPEG above PIL's bomb limit is still fine: it will be decoded at 1/8..1/2 scale (draft)."""
+    try:
+        if isinstance(fp, Path):
+            with open(fp, "rb") as f:
+                magic = f.read(3)
+            source: object = str(fp)
+        else:
+            fp.seek(0)
+            magic = fp.read(3)
+            fp.seek(0)
+            source = fp
+        if magic != b"\xff\xd8\xff":
+            return None
+        return JpegImagePlugin.JpegImageFile(source)  # the plugin itself does no bomb check
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
 def _from_pil(im: Image.Image, name: str, max_side: int, owned: bool) -> NormalizedImage:
     """owned: we opened `im` ourselves, so it may be drafted (a caller's image is never mutated)."""
     if im.width <= 0 or im.height <= 0:
@@ -164,7 +186,8 @@ def _from_pil(im: Image.Image, name: str, max_side: int, owned: bool) -> Normali
     full_size = im.size
     if owned and getattr(im, "n_frames", 1) > 1:
         im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-    if owned and im.format == "JPEG" and not _is_loaded(im) and max(im.size) > max_side:
+    if owned and isinstance(im, JpegImagePlugin.JpegImageFile) and not _is_loaded(im) \
+            and max(im.size) > max_side:
         _draft(im, max_side)
     if im.width * im.height > MAX_DECODE_PIXELS:
         raise ImageInputError(
@@ -176,7 +199,10 @@ def _from_pil(im: Image.Image, name: str, max_side: int, owned: bool) -> Normali
         raise ImageInputError(
             f"{name} is truncated or corrupt and cannot be decoded ({e}). "
             "Re-download or re-export the photo.") from e
-    return _finish(_to_resizable_mode(im), max_side, orientation, full_size)
+    decoded = _to_resizable_mode(im)
+    if decoded is not im and owned:
+        im.close()  # free the decoded source early: peak memory matters for huge inputs
+    return _finish(decoded, max_side, orientation, full_size, owned)
 
 
 def _is_loaded(im: Image.Image) -> bool:
@@ -244,7 +270,7 @@ def _high_depth_to_uint8(a: np.ndarray) -> np.ndarray:
 
 def _array_to_pil(a: np.ndarray) -> Image.Image:
     a = np.asarray(a)
-    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
+    if a.ndim == 3 and a.shape[-1] > 4 and a.shape[0] in (1, 3, 4):
         a = np.moveaxis(a, 0, -1)  # CxHxW (torch layout) -> HxWxC
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
@@ -261,15 +287,20 @@ def _array_to_pil(a: np.ndarray) -> Image.Image:
 
 
 def _finish(im: Image.Image, max_side: int, orientation: int = 1,
-            full_size: tuple[int, int] | None = None) -> NormalizedImage:
-    """Reduce to max_side, composite transparency on white, RGB, apply EXIF orientation."""
+            full_size: tuple[int, int] | None = None, owned: bool = True) -> NormalizedImage:
+    """Reduce to max_side, composite transparency on white, RGB, apply EXIF orientation.
+
+    owned: `im` may be closed once reduced (never a caller's own image)."""
     if im.mode not in ("L", "RGB", "RGBA"):
         im = _to_resizable_mode(im)
     full_w, full_h = full_size or im.size
     if max(im.size) > max_side:
         k = max_side / max(im.size)
         size = (max(1, round(im.width * k)), max(1, round(im.height * k)))
-        im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)  # RGBA: premultiplied
+        small = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)  # RGBA: premultiplied
+        if owned:
+            im.close()
+        im = small
     if im.mode == "RGBA":
         base = Image.new("RGB", im.size, _WHITE)
         base.paste(im, mask=im.getchannel("A"))
