@@ -1,0 +1,118 @@
+"""Photo -> identity: a full encode (detect + align + mask + e4e) against a cache hit.
+
+    python bench/bench_identity.py [--photo PATH] [--e4e PATH] [--repeat 3] [--device cpu|cuda|all]
+
+Uses the real e4e architecture: the checkpoint in models/ when present, else the same modules with
+random weights (timing does not depend on the weights). Prints one table; ratios come from the
+same run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wplus import registry  # noqa: E402
+from wplus.identity import IdentityCache, IdentityEncoder  # noqa: E402
+
+
+def random_e4e(device: str):
+    """The full-size e4e + StyleGAN2 with the modules' own random init, via the real loader."""
+    from wplus import e4e_encoder, stylegan2
+    from wplus.e4e import load_e4e
+
+    torch.manual_seed(0)
+    sd = {f"encoder.{k}": v for k, v in e4e_encoder.Encoder4Editing().state_dict().items()}
+    sd.update({f"decoder.{k}": v for k, v in stylegan2.Generator().state_dict().items()})
+    return load_e4e({"state_dict": sd, "latent_avg": torch.zeros(18, 512)}, device=device)
+
+
+def timed(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_device(device: str, photo, e4e_path: Path | None, repeat: int) -> list[tuple[str, float]]:
+    from wplus.e4e import load_e4e
+    from wplus.faces import prepare_reference
+    from wplus.identity import image_to_batch
+
+    model = load_e4e(str(e4e_path), device=device) if e4e_path else random_e4e(device)
+    model.load()
+    ref = prepare_reference(photo, backend="dlib", size=256)  # also warms the dlib models
+    batch = image_to_batch(ref.masked)
+    model.encode(batch)  # warm-up
+    rows = [("e4e.encode only", timed(lambda: model.encode(batch), repeat))]
+    rows.append(("detect + align + mask only", timed(lambda: prepare_reference(photo, backend="dlib", size=256), repeat)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tags = iter(range(10**6))
+
+        def miss():
+            enc = IdentityEncoder(lambda: model, cache=IdentityCache(8, Path(tmp) / f"c{next(tags)}"), keep_loaded=True)
+            enc.encode(photo)
+
+        rows.append(("full encode (cache miss)", timed(miss, repeat)))
+        cache = IdentityCache(8, Path(tmp) / "hit")
+        enc = IdentityEncoder(lambda: model, cache=cache, keep_loaded=True)
+        enc.encode(photo)
+        rows.append(("cache hit, memory", timed(lambda: enc.encode(photo), repeat)))
+
+        def disk_hit():
+            IdentityEncoder(lambda: model, cache=IdentityCache(8, Path(tmp) / "hit"), keep_loaded=True).encode(photo)
+
+        rows.append(("cache hit, disk (fresh process)", timed(disk_hit, repeat)))
+        assert enc.encode_count == 1
+    model.release()
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--photo", default=None, help="default: skimage.data.astronaut()")
+    p.add_argument("--e4e", type=Path, default=None, help="default: models/e4e_ffhq_encode.pt if present, else random weights")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--device", default="all", choices=("cpu", "cuda", "all"))
+    args = p.parse_args(argv)
+    if args.photo is None:
+        import skimage.data
+        from PIL import Image
+
+        photo = Image.fromarray(skimage.data.astronaut())
+    else:
+        photo = args.photo
+    e4e_path = args.e4e
+    default = registry.get("e4e").path(registry.default_models_dir())
+    if e4e_path is None and default.is_file():
+        e4e_path = default
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    print(f"e4e weights: {e4e_path or 'random (real architecture)'}; photo: {args.photo or 'skimage astronaut'}; "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'device':6s} {'step':34s} {'median s':>10s} {'x faster than miss':>20s}")
+    for device in devices:
+        rows = bench_device(device, photo, e4e_path, args.repeat)
+        miss = dict(rows)["full encode (cache miss)"]
+        for name, secs in rows:
+            ratio = f"{miss / secs:,.0f}x" if name.startswith("cache hit") else ""
+            print(f"{device:6s} {name:34s} {secs:10.4f} {ratio:>20s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
