@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from tiny_e4e import TinyE4E
-from wplus.errors import IdentityFormatError, IdentityNotFoundError, ImageInputError, FaceNotFoundError
+from wplus.errors import FaceNotFoundError, IdentityFormatError, IdentityNotFoundError, ImageInputError, MissingWeightsError
 from wplus.identity import (
     Identity,
     IdentityCache,
@@ -100,6 +100,10 @@ def test_cache_lru_resize_and_disk(tmp_path):
     disk.put(keys[0], _identity(5))
     fresh = IdentityCache(max_items=4, disk_dir=tmp_path / ".cache")  # a new process
     assert torch.equal(fresh.get(keys[0]).wplus, _identity(5).wplus) and fresh.hits == 1
+    bounded = IdentityCache(max_items=1, disk_dir=tmp_path / "small", max_disk_items=2)
+    for i, k in enumerate(keys):
+        bounded.put(k, _identity(i))
+    assert len(list((tmp_path / "small").glob("*.safetensors"))) == 2
     (tmp_path / ".cache" / f"{keys[0]}.safetensors").write_bytes(b"junk")
     assert IdentityCache(disk_dir=tmp_path / ".cache").get(keys[0]) is None  # damaged entry = miss
 
@@ -164,3 +168,10 @@ def test_encode_reference_bad_input(tmp_path):
     with pytest.raises(ImageInputError):
         encode_reference(text, e4e_loader=lambda: model, cache=IdentityCache())
     assert model.encode_calls == 0
+
+
+def test_default_encoder_offline_names_the_e4e_file(astronaut_png, tmp_path, monkeypatch):
+    monkeypatch.setenv("WPLUS_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("WPLUS_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError, match=r"e4e_ffhq_encode.pt.*releases/download/v1/e4e_ffhq_encode.pt"):
+        encode_reference(astronaut_png, cache=IdentityCache())

@@ -325,15 +325,17 @@ _default_lock = threading.Lock()
 _default: dict[tuple, DirectionLibrary] = {}
 
 
-def default_library(models_dir: str | os.PathLike | None = None, allow_download: bool = True) -> DirectionLibrary:
-    """The paper's directions from `<models>/w_direction` (fetched if missing) + `<models>/w_direction_user`."""
+def default_library(models_dir: str | os.PathLike | None = None, allow_download: bool = True, reload: bool = False) -> DirectionLibrary:
+    """The paper's directions from `<models>/w_direction` (fetched if missing) + `<models>/w_direction_user`.
+
+    Loaded once per models folder; `reload=True` rereads it (e.g. after adding user directions)."""
     from . import registry
     from .download import ensure_file
 
     models = Path(models_dir) if models_dir is not None else registry.default_models_dir()
     key = (str(models.resolve()),)
     with _default_lock:
-        if key not in _default:
+        if reload or key not in _default:
             for entry in registry.direction_files():
                 ensure_file(entry, models, allow_download=allow_download)
             _default[key] = DirectionLibrary.from_folders(

@@ -231,11 +231,12 @@ def cache_key(image_hash: str, face_index: int | None, backend: str, encoder_tag
 class IdentityCache:
     """Memory LRU (`max_items` entries) in front of an optional disk folder of identity files."""
 
-    def __init__(self, max_items: int = 32, disk_dir: str | os.PathLike | None = None):
+    def __init__(self, max_items: int = 32, disk_dir: str | os.PathLike | None = None, max_disk_items: int = 512):
         self._items: OrderedDict[str, Identity] = OrderedDict()
         self._lock = threading.Lock()
         self.max_items = max_items
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
+        self.max_disk_items = max_disk_items  # ~0.25 MB each; the least recently written go first
         self.hits = 0
         self.misses = 0
 
@@ -281,6 +282,12 @@ class IdentityCache:
         self._remember(key, _copy(identity))
         if self.disk_dir is not None:
             save_identity(identity, path=self.disk_dir / f"{key}.safetensors")
+            self._prune_disk()
+
+    def _prune_disk(self) -> None:
+        entries = sorted(self.disk_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
+        for path in entries[: max(0, len(entries) - self.max_disk_items)]:
+            path.unlink(missing_ok=True)
 
     def _remember(self, key: str, identity: Identity) -> None:
         with self._lock:
@@ -475,8 +482,9 @@ def encode_reference(
     name: str = "",
 ) -> Identity:
     """One-shot `IdentityEncoder(...).encode(...)`; `e4e_loader` defaults to the registry's e4e."""
-    if e4e_loader is None:
-        e4e_loader, encoder_tag = default_e4e_loader(), encoder_tag or default_encoder_tag()
+    if e4e_loader is None:  # resolve (download) the checkpoint first: the cache key names that file
+        e4e_loader = default_e4e_loader()
+        encoder_tag = encoder_tag or default_encoder_tag(resolve=True)
     encoder = IdentityEncoder(e4e_loader, cache=cache, keep_loaded=not release, encoder_tag=encoder_tag)
     return encoder.encode(image, face_index=face_index, backend=backend, name=name)
 
@@ -490,20 +498,23 @@ def default_e4e_loader(models_dir: str | os.PathLike | None = None, allow_downlo
         from .e4e import load_e4e
 
         path = ensure_file(registry.get("e4e"), models_dir, allow_download=allow_download)
-        model = load_e4e(str(path))
-        dev = torch.device(device) if device is not None else (torch.device("cuda") if torch.cuda.is_available() else None)
-        if dev is not None and hasattr(model, "to"):
-            model = model.to(dev)
-        return model
+        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return load_e4e(str(path), device=dev)
 
     return load
 
 
-def default_encoder_tag(models_dir: str | os.PathLike | None = None) -> str:
-    """Identifies the e4e weights by name, size and mtime, so swapping them invalidates the cache."""
-    from . import registry
+def default_encoder_tag(models_dir: str | os.PathLike | None = None, resolve: bool = False, allow_download: bool = True) -> str:
+    """Identifies the e4e weights by name, size and mtime, so swapping them invalidates the cache.
 
-    path = registry.get("e4e").path(models_dir if models_dir is not None else registry.default_models_dir())
+    resolve: make sure the file is there first (download it if allowed)."""
+    from . import registry
+    from .download import ensure_file
+
+    if resolve:
+        path = ensure_file(registry.get("e4e"), models_dir, allow_download=allow_download)
+    else:
+        path = registry.get("e4e").path(models_dir if models_dir is not None else registry.default_models_dir())
     try:
         st = path.stat()
         return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
