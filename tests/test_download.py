@@ -81,6 +81,10 @@ def test_full_download_with_progress(server, tmp_path):
     assert not path.with_name("f.bin.part").exists()
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and len(seen) >= 2
     assert all(a[0] < b[0] for a, b in zip(seen, seen[1:]))
+    other = tmp_path / "again"
+    calls = []
+    ensure_file(e, other, progress=lambda done, total: calls.append(done))  # a callable as progress
+    assert calls[-1] == len(PAYLOAD)
     # present and verified: no second request
     n = len(_Handler.log)
     assert ensure_file(e, tmp_path, allow_download=False) == path and len(_Handler.log) == n

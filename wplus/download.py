@@ -81,12 +81,17 @@ def ensure_file(
     entry: ModelFile,
     models_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
-    progress: bool = True,
+    progress: bool | ProgressCallback = True,
     callback: ProgressCallback | None = None,
     opener: Opener | None = None,
     search_dirs: Iterable[str | os.PathLike] = (),
 ) -> Path:
-    """Path of a verified local copy of `entry`, downloading it first if allowed."""
+    """Path of a verified local copy of `entry`, downloading it first if allowed.
+
+    progress: True for a tqdm bar on stderr, or a callable(done, total) (then no bar); callback:
+    an extra callable(done, total), e.g. for a UI progress element."""
+    if callable(progress):
+        progress, callback = False, _both(progress, callback)
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
     existing = find_existing(entry, models_dir, search_dirs)
     if existing is not None:
@@ -95,6 +100,12 @@ def ensure_file(
     if not allow_download or downloads_disabled():
         raise MissingWeightsError(missing_message(entry, models_dir, "automatic download is disabled"))
     return download(entry, models_dir, progress=progress, callback=callback, opener=opener)
+
+
+def _both(a: ProgressCallback, b: ProgressCallback | None) -> ProgressCallback:
+    if b is None:
+        return a
+    return lambda done, total: (a(done, total), b(done, total))
 
 
 def download(
