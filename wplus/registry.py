@@ -141,7 +141,8 @@ def _build() -> dict[str, ModelFile]:
         167562,
         "GANSpace PCA of FFHQ W",
     ))
-    files.append(_direction("gan_space/ganspace_configs.csv", _GANSPACE_CSV_SHA256, 1017, "GANSpace edit table"))
+    # upstream has the table both at the top and in gan_space/ (same bytes); the top one is certain
+    files.append(_direction("ganspace_configs.csv", _GANSPACE_CSV_SHA256, 1017, "GANSpace edit table"))
     files.append(_direction(
         "att_direction_scale.pth",
         "abc6fabbe8803f21147e57b4bdc6df0ecfcd9135d3344dcec7d1d8d8c79754a1",
