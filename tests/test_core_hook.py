@@ -187,3 +187,16 @@ def test_from_unet_initialises_from_layer_projections():
     assert torch.equal(adapter.layers[5].to_q_wplus.weight, attn.to_q.weight)
     assert torch.equal(adapter.layers[5].to_k_wplus.weight, attn.to_k.weight)
     assert torch.equal(adapter.layers[5].to_v_wplus.weight, attn.to_v.weight)
+
+
+def test_no_grad_pass_does_not_cut_gradients_of_a_later_pass():
+    """Trainer pattern: a no-grad prediction, then the graded one, with the same tokens."""
+    ref = diffusers_unet("sd15")
+    adapter = wplus.WPlusAdapter.from_unet(ref.unet)
+    w = ref.io["wplus"][ref.io["ids"].long()]
+    with wplus.attach(ref.unet, adapter, cast=False) as handle:
+        handle.tokens = torch.cat([adapter.project(w), adapter.zero_tokens(3)])
+        with torch.no_grad():
+            ref.run(ref.context)
+        ref.run(ref.context).square().mean().backward()
+    assert adapter.proj.proj_3.weight.grad is not None and adapter.proj.proj_3.weight.grad.abs().sum() > 0

@@ -38,7 +38,8 @@ class AttachHandle:
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._bank_rows = 0
         self._cursor = 0
-        self._rows: torch.Tensor | None = None
+        self._selected: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._by_rows: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._hooks = [unet.register_forward_pre_hook(self._select_rows, with_kwargs=True)]
         self._hooks += [
             attn.to_out[0].register_forward_pre_hook(self._layer_hook(i)) for i, attn in enumerate(self._attns)
@@ -58,6 +59,7 @@ class AttachHandle:
     def set_bank(self, bank: torch.Tensor | None) -> None:
         """Compute each layer's keys/values for a few token sets once; `row_index` picks per row."""
         self.reset_rows()
+        self._by_rows = {}
         if bank is None:
             self._kv, self._bank_rows = None, 0
             return
@@ -74,35 +76,56 @@ class AttachHandle:
 
     # -- hooks --------------------------------------------------------------------------------
     def _select_rows(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._rows = None
+        self._selected = None
         if self._kv is None or self.scale == 0:
             return
         x = args[0] if args else kwargs.get("x", kwargs.get("sample"))
-        n = x.shape[0]
+        self._selected = self._keys_values_for(self._next_rows(x.shape[0]))
+
+    def _next_rows(self, n: int) -> tuple[int, ...]:
         index = self.row_index if self.row_index is not None else torch.arange(self._bank_rows)
+        index = [int(i) for i in index]
         if len(index) == 1:
-            self._rows = index.expand(n)
-            return
+            return tuple(index * n)
         if self._cursor + n > len(index):
             raise WPlusError(
                 f"W+: the UNet was called with {n} batch rows but identity tokens were given for {len(index)} rows "
                 f"({self._cursor} already used this step). Give one token set per row, or (1,4,D) for all rows."
             )
-        self._rows = index[self._cursor : self._cursor + n]
+        rows = tuple(index[self._cursor : self._cursor + n])
         self._cursor = (self._cursor + n) % len(index)
+        return rows
+
+    def _keys_values_for(self, rows: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer K/V for these rows; the row layout rarely changes, so reuse it across steps."""
+        cached = self._by_rows.get(rows)
+        if cached is not None:
+            return cached
+        index = torch.tensor(rows, device=self._kv[0][0].device)
+        selected = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self._kv]
+        if not self._kv[0][0].requires_grad:  # training recomputes so each forward gets its own graph
+            self._by_rows[rows] = selected
+        return selected
 
     def _layer_hook(self, i: int):
         def hook(module: nn.Module, args: tuple) -> tuple | None:
-            if self._rows is None:
+            if self._selected is None:
                 return None
             h = args[0]
-            k, v = self._kv[i]
-            rows = self._rows.to(k.device)
-            k, v = k.index_select(0, rows), v.index_select(0, rows)
+            k, v = self._selected[i]
+            if k.device != h.device:  # hosts that move weights at call time (WebUI --lowvram)
+                self._follow(h.device)
+                k, v = self._selected[i]
             out = self.adapter.layers[i](h.to(k.dtype), k, v, self.scale)
             return (out.to(h.dtype), *args[1:])
 
         return hook
+
+    def _follow(self, device: torch.device) -> None:
+        self.adapter.to(device)
+        self._kv = [(k.to(device), v.to(device)) for k, v in self._kv]
+        self._by_rows = {rows: [(k.to(device), v.to(device)) for k, v in kv] for rows, kv in self._by_rows.items()}
+        self._selected = [(k.to(device), v.to(device)) for k, v in self._selected]
 
     # -- lifetime -----------------------------------------------------------------------------
     def remove(self) -> None:
@@ -110,7 +133,7 @@ class AttachHandle:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
-        self._kv, self._rows = None, None
+        self._kv, self._selected, self._by_rows = None, None, {}
         if getattr(self.unet, _ATTR, None) is self:
             delattr(self.unet, _ATTR)
 
