@@ -195,7 +195,9 @@ def _name_all(found: list[tuple[str, str, dict]]) -> list[Direction]:
 
 def _as_wplus_vector(t: torch.Tensor | np.ndarray, origin: str) -> torch.Tensor:
     """(512,), (1,512), (18,512) or (1,18,512) -> (18,512) float32."""
-    t = torch.as_tensor(np.asarray(t) if isinstance(t, np.ndarray) else t).detach().cpu()
+    if not isinstance(t, (torch.Tensor, np.ndarray)):
+        raise DirectionError(f"{origin}: expected a tensor or array, found {type(t).__name__}")
+    t = torch.as_tensor(t).detach().cpu()
     if not torch.is_floating_point(t):
         raise DirectionError(f"{origin}: a direction must hold floats, got {t.dtype}")
     shape = tuple(t.shape)
