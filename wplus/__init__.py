@@ -35,6 +35,11 @@ _EXPORTS = {
     "align_face": "wplus.align",
     "load_e4e": "wplus.e4e",
     "apply_edits": "wplus.directions",
+    "mix": "wplus.directions",
+    "DirectionLibrary": "wplus.directions",
+    "encode_reference": "wplus.identity",
+    "load_identity": "wplus.identity",
+    "save_identity": "wplus.identity",
 }
 
 __all__ = sorted(_EXPORTS)
