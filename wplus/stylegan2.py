@@ -20,9 +20,15 @@ _SQRT2 = math.sqrt(2.0)
 BLUR = (1.0, 3.0, 3.0, 1.0)
 
 
+def _randn(*shape: int, std: float = 1.0) -> torch.Tensor:
+    """N(0, std^2) init; skipped on the meta device (ops there are slow to dispatch, and pointless)."""
+    t = torch.empty(*shape)
+    return t if t.is_meta else t.normal_(0.0, std)
+
+
 def make_kernel(taps: Sequence[float] = BLUR, gain: float = 1.0) -> torch.Tensor:
     """Separable FIR taps -> normalised 2-D kernel (sum = gain)."""
-    k = torch.tensor(taps, dtype=torch.float32)
+    k = torch.tensor(taps, dtype=torch.float32, device="cpu")  # cpu even under a meta-device context
     k = torch.outer(k, k)
     return k * (gain / k.sum())
 
@@ -40,9 +46,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     if p0 < 0 or p1 < 0:
         x = x[:, :, max(-p0, 0):x.shape[2] - max(-p1, 0), max(-p0, 0):x.shape[3] - max(-p1, 0)]
     kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype).reshape(1, 1, kh, kw)
-    out = F.conv2d(x.reshape(b * c, 1, x.shape[2], x.shape[3]), weight)
-    out = out.reshape(b, c, out.shape[2], out.shape[3])
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    out = F.conv2d(x, weight.contiguous(), groups=c)  # depthwise: far faster on CPU than (b*c, 1) maps
     return out[:, :, ::down, ::down] if down > 1 else out
 
 
@@ -63,7 +68,7 @@ class EqualLinear(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0,
                  activate: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.weight = nn.Parameter(_randn(out_dim, in_dim, std=1.0 / lr_mul))
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
         self.scale = lr_mul / math.sqrt(in_dim)
         self.lr_mul = lr_mul
@@ -112,7 +117,7 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
         self.scale = 1.0 / math.sqrt(in_channel * kernel_size ** 2)
         self.padding = kernel_size // 2
-        self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
+        self.weight = nn.Parameter(_randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -184,7 +189,7 @@ class ToRGB(nn.Module):
 class ConstantInput(nn.Module):
     def __init__(self, channel: int, size: int = 4):
         super().__init__()
-        self.input = nn.Parameter(torch.randn(1, channel, size, size))
+        self.input = nn.Parameter(_randn(1, channel, size, size))
 
     def forward(self, batch: int) -> torch.Tensor:
         return self.input.expand(batch, -1, -1, -1)
@@ -238,7 +243,7 @@ class Generator(nn.Module):
         self.noises = nn.Module()
         for i in range(c.num_noises):
             res = 2 ** ((i + 5) // 2)
-            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+            self.noises.register_buffer(f"noise_{i}", _randn(1, 1, res, res))
         for cin, cout in zip(c.channels[:-1], c.channels[1:]):
             self.convs.append(StyledConv(cin, cout, c.style_dim, upsample=True))
             self.convs.append(StyledConv(cout, cout, c.style_dim))
