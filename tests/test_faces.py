@@ -330,7 +330,12 @@ def test_facexlib_adapter_converts_detections_to_faces(fake_facexlib):
 
 def test_facexlib_prepare_reference_uses_the_parser_mask(fake_facexlib):
     big, truth, _ = fake_facexlib
+    kept = prepare_reference(big, backend="facexlib", size=256, keep_models=True)
+    assert face_facexlib._detector.cache_info().currsize == 1 and face_facexlib._parser.cache_info().currsize == 1
     ref = prepare_reference(big, backend="facexlib", size=256)
+    # networks are released after use: nothing but the adapter may stay loaded while sampling
+    assert face_facexlib._detector.cache_info().currsize == 0 and face_facexlib._parser.cache_info().currsize == 0
+    np.testing.assert_array_equal(kept.mask, ref.mask)
     assert ref.backend == "facexlib" and ref.mask_source == "parser"
     assert ref.mask[125, 128] > 0.99 and ref.mask[250, 128] < 0.01  # skin kept, cloth dropped
     assert ref.mask[5, 5] < 0.01 and (np.asarray(ref.masked)[5, 5] == 255).all()

@@ -24,6 +24,7 @@ from .errors import MissingWeightsError, WPlusError
 from .images import NormalizedImage
 
 NAME = "facexlib"
+HOLDS_TORCH_MODELS = True  # prepare_reference releases them after use unless told otherwise
 DETECTOR_KEY = "facexlib/detection"
 PARSER_KEY = "facexlib/parsing"
 DETECT_MAX_SIDE = 1024

@@ -184,28 +184,34 @@ class PreparedFace:
 
 def prepare_reference(image: ImageLike | NormalizedImage, face_index: int | None = None,
                       backend: str = "dlib", size: int = 256, *,
-                      require_single: bool = False) -> PreparedFace:
+                      require_single: bool = False, keep_models: bool = False) -> PreparedFace:
     """Photo -> detected, chosen, FFHQ-aligned, background-whitened face (stable signature).
 
     image: path / bytes / PIL / numpy; face_index: which face (left to right), default the largest;
     backend: "dlib" | "facexlib" | "auto"; size: aligned output (256 for e4e, 512, 1024).
     Raises ImageInputError (unreadable image), FaceNotFoundError (no face, bad index),
     MultipleFacesError (several faces with require_single and no index).
+    keep_models: keep facexlib's torch networks loaded for the next call (batch data preparation);
+    by default they are released so nothing but the adapter stays in memory while sampling.
     """
     from .align import align_face, alignment_matrix
     from .facemask import face_mask, remove_background
 
     norm = normalize_image(image)
     mod = _backend(backend)
-    faces = sorted(mod.detect(norm), key=lambda f: (f.center[0], f.center[1]))
-    face = pick_face(faces, face_index, require_single=require_single)
-    aligned = align_face(norm, face, size)
-    matrix = alignment_matrix(face, size)
-    mask, source = None, "landmarks"
-    parse = getattr(mod, "parse_mask", None)
-    if parse is not None:
-        mask = parse(aligned)
-        source = "parser" if mask is not None else source
+    try:
+        faces = sorted(mod.detect(norm), key=lambda f: (f.center[0], f.center[1]))
+        face = pick_face(faces, face_index, require_single=require_single)
+        aligned = align_face(norm, face, size)
+        matrix = alignment_matrix(face, size)
+        mask, source = None, "landmarks"
+        parse = getattr(mod, "parse_mask", None)
+        if parse is not None:
+            mask = parse(aligned)
+            source = "parser" if mask is not None else source
+    finally:
+        if not keep_models and getattr(mod, "HOLDS_TORCH_MODELS", False):
+            mod.release()
     if mask is None:
         mask = face_mask(face, matrix, size)
     return PreparedFace(aligned=aligned, masked=remove_background(aligned, mask), mask=mask,
