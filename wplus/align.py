@@ -110,10 +110,12 @@ def _render(img: Image.Image, quad: np.ndarray, size: int, t_size: int, padding:
     quad = quad.astype(np.float64).copy()
     qsize = np.hypot(*(quad[3] - quad[0]))
 
+    # Shrink: the recipe resizes the whole photo by 1/shrink, then crops around the quad. We resize
+    # only the crop window (PIL's `box`), which samples exactly the same source pixels.
     shrink = int(np.floor(qsize / size * 0.5))
+    full = img.size
     if shrink > 1:
-        small = (int(np.rint(img.width / shrink)), int(np.rint(img.height / shrink)))
-        img = img.resize(small, Image.Resampling.LANCZOS)
+        full = (int(np.rint(img.width / shrink)), int(np.rint(img.height / shrink)))
         quad /= shrink
         qsize /= shrink
 
@@ -121,9 +123,18 @@ def _render(img: Image.Image, quad: np.ndarray, size: int, t_size: int, padding:
     lo = np.floor(quad.min(0)).astype(int)
     hi = np.ceil(quad.max(0)).astype(int)
     crop = (max(lo[0] - border, 0), max(lo[1] - border, 0),
-            min(hi[0] + border, img.width), min(hi[1] + border, img.height))
-    if crop[2] - crop[0] < img.width or crop[3] - crop[1] < img.height:
+            min(hi[0] + border, full[0]), min(hi[1] + border, full[1]))
+    if crop[2] <= crop[0] or crop[3] <= crop[1]:
+        raise WPlusError("The face lies outside the image: its landmarks do not belong to this photo.")
+    cropping = crop[2] - crop[0] < full[0] or crop[3] - crop[1] < full[1]
+    window = crop if cropping else (0, 0, full[0], full[1])
+    if shrink > 1:
+        sx, sy = img.width / full[0], img.height / full[1]
+        img = img.resize((window[2] - window[0], window[3] - window[1]), Image.Resampling.LANCZOS,
+                         box=(window[0] * sx, window[1] * sy, window[2] * sx, window[3] * sy))
+    elif cropping:
         img = img.crop(crop)
+    if cropping:
         quad -= crop[0:2]
 
     lo = np.floor(quad.min(0)).astype(int)
