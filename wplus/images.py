@@ -153,7 +153,7 @@ def _open(src: ImageLike) -> tuple[Image.Image, str]:
     except UnidentifiedImageError as e:
         raise ImageInputError(
             f"{name} is not an image file this system can read (unrecognised format). "
-            "Use a JPEG, PNG or WebP photo.") from e
+            "Use a JPEG, PNG or WebP photo (convert HEIC/RAW files first).") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageInputError(f"Could not open {name} as an image: {e}") from e
     return im, name
