@@ -32,6 +32,7 @@ _EXPORTS = {
     "detach_all": "wplus.hook",
     "AttachHandle": "wplus.hook",
     "detect_faces": "wplus.faces",
+    "prepare_reference": "wplus.faces",
     "align_face": "wplus.align",
     "load_e4e": "wplus.e4e",
     "apply_edits": "wplus.directions",
