@@ -40,7 +40,7 @@ def fill_tensor(key: str, shape: List[int], prelu: bool = False) -> torch.Tensor
             fan_in = shape[2] * shape[3] * shape[4]
         else:
             fan_in = math.prod(shape) // shape[0]
-        return t / math.sqrt(fan_in)
+        return t.div_(math.sqrt(fan_in))  # in place: these are most of the ~1 GB
     if key.endswith(".weight"):
         return 1 + 0.1 * t
     return 0.01 * t

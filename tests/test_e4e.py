@@ -143,10 +143,13 @@ def test_official_pt_file_loads_with_weights_only(tmp_path, images):
     ckpt = tiny_checkpoint()
     path = tmp_path / "e4e_tiny.pt"
     torch.save(ckpt, path)
+    legacy = tmp_path / "e4e_legacy.pt"  # pre-1.6 torch.save format: no mmap, still weights_only
+    torch.save(ckpt, legacy, _use_new_zipfile_serialization=False)
     from_file, from_dict = load_e4e(path), load_e4e(ckpt)
     assert (from_file.n_latent, from_file.style_dim, from_file.size) == (8, 32, 32)
-    assert torch.equal(from_file.encode(images), from_dict.encode(images))
     w = from_dict.encode(images)
+    assert torch.equal(from_file.encode(images), w)
+    assert torch.equal(load_e4e(legacy).encode(images), w)
     assert torch.equal(from_file.render(w), from_dict.render(w))
 
 
@@ -264,7 +267,7 @@ def test_non_weights_files_rejected(tmp_path):
     with pytest.raises(E4EFormatError, match="corrupt"):
         load_e4e(junk)
     code = tmp_path / "code.pt"
-    code.write_bytes(pickle.dumps({"state_dict": {}, "fn": print}))
+    code.write_bytes(pickle.dumps({"state_dict": {}, "fn": print}, protocol=2))
     with pytest.raises(E4EFormatError, match="code objects"):
         load_e4e(code)
 

@@ -64,7 +64,7 @@ def _from_dict(ckpt: Dict[str, Any], origin: str) -> _Weights:
         raise E4EFormatError(f"{origin}: 'state_dict' is a {type(flat).__name__}, not a dict of tensors")
     tensors = {k: v for k, v in flat.items() if isinstance(k, str) and k.split(".")[0] in PARTS
                and isinstance(v, torch.Tensor)}
-    _require_parts(tensors, list(flat) + [k for k in ckpt if k != "state_dict"], origin)
+    _require_parts(tensors, list(flat) if flat is ckpt else ["state_dict"] + list(flat), origin)
     return _Weights(origin, {k: v.shape for k, v in tensors.items()},
                     {k: v.dtype for k, v in tensors.items()},
                     lambda part: _split(tensors, part), ckpt.get("latent_avg"),
