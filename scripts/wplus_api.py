@@ -1,0 +1,34 @@
+"""GET /wplus/v1/info: what an API client can put in the W+ Adapter's alwayson_scripts dict
+(adapter files, saved identities, edit directions with their slider ranges)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from modules import script_callbacks, shared
+
+from wplus import api_args, catalog
+from wplus.ext_settings import ExtensionSettings
+
+EXT_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def info() -> dict:
+    settings = ExtensionSettings.from_getter(lambda key, default: getattr(shared.opts, key, default), EXT_MODELS)
+    return {
+        "script": "W+ Adapter",
+        "args_keys": sorted(api_args.KEYS),
+        "adapters": catalog.list_adapters(catalog.adapter_dirs(settings.models_dir, [EXT_MODELS])),
+        "identities": catalog.list_identities(settings.models_dir),
+        "directions": [
+            {"name": d.name, "group": d.group, "min": d.minimum, "max": d.maximum, "step": d.step}
+            for d in catalog.direction_catalog(settings.models_dir)
+        ],
+        "models_dir": str(settings.models_dir),
+    }
+
+
+def on_app_started(demo, app) -> None:
+    app.add_api_route("/wplus/v1/info", info, methods=["GET"])
+
+
+script_callbacks.on_app_started(on_app_started)

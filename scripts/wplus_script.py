@@ -1,0 +1,302 @@
+"""W+ Adapter for AUTOMATIC1111's WebUI: the always-visible panel and the branch during sampling.
+
+Thin glue: the panel, identity resolution, row layout and session live in `wplus/` (host-agnostic,
+tested without the WebUI). Lifetime of the branch in one generation:
+  process()                       detach stale hooks, resolve identity + adapter, attach, infotext
+  process_before_every_sampling() re-attach if the model changed (hires checkpoint)
+  on_cfg_denoiser (every step)    CFG rows -> [identity | zero-W+] bank rows, λ or 0 (delayed start)
+  postprocess() / p.close()       detach (p.close also runs when sampling raises)
+Anything that keeps the branch from working is reported under the image (p.comment) and in the
+console, and the image is generated without the branch: never silently wrong.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+from modules import script_callbacks, scripts, shared
+
+try:  # WebUI >= 1.7
+    from modules.ui_components import InputAccordion, ToolButton
+except ImportError:  # older WebUI: plain checkbox + accordion
+    InputAccordion = ToolButton = None
+
+from wplus import api_args, catalog, generation, infotext, panel as wpanel, panel_state, rows
+from wplus.errors import IncompatibleModelError, WPlusError
+from wplus.ext_settings import ExtensionSettings
+
+TITLE = "W+ Adapter"
+EXT_ROOT = Path(__file__).resolve().parents[1]
+EXT_MODELS = EXT_ROOT / "models"
+SESSION_ATTR = "_wplus_session"
+
+log = logging.getLogger("wplus")
+_resolvers: dict[ExtensionSettings, generation.IdentityResolver] = {}
+RESOLVER_FACTORY = generation.IdentityResolver  # tests swap in a resolver with a small fake encoder
+
+
+def current_settings() -> ExtensionSettings:
+    return ExtensionSettings.from_getter(lambda key, default: getattr(shared.opts, key, default), EXT_MODELS)
+
+
+def resolver(settings: ExtensionSettings | None = None) -> generation.IdentityResolver:
+    settings = settings or current_settings()
+    if settings not in _resolvers:
+        _resolvers.clear()  # settings changed: drop the old encoder and cache handle
+        _resolvers[settings] = RESOLVER_FACTORY(settings)
+    return _resolvers[settings]
+
+
+def adapter_dirs(settings: ExtensionSettings) -> list[Path]:
+    return catalog.adapter_dirs(settings.models_dir, [EXT_MODELS])
+
+
+def warn(p: Any, message: str) -> None:
+    """Visible under the image (and in the API's info) and in the console."""
+    text = message if message.startswith("W+") else f"W+ Adapter: {message}"
+    if hasattr(p, "comment"):
+        p.comment(text)
+    log.warning(text)
+    print(text)
+
+
+class WPlusScript(scripts.Script):
+    def __init__(self) -> None:
+        super().__init__()
+        self.direction_names: list[str] = []
+
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible
+
+    # -- UI ---------------------------------------------------------------------------------------
+    def ui(self, is_img2img: bool) -> list:
+        settings = current_settings()
+        directions = catalog.direction_catalog(settings.models_dir)
+        callbacks = wpanel.PanelCallbacks(
+            refresh_adapters=lambda: catalog.list_adapters(adapter_dirs(current_settings())),
+            refresh_identities=lambda: catalog.list_identities(current_settings().models_dir),
+            preview=_preview,
+            save_identity=_save_identity,
+        )
+        panel = wpanel.build(self.elem_id, directions, catalog.list_identities(settings.models_dir),
+                             catalog.list_adapters(adapter_dirs(settings)), callbacks,
+                             accordion_cls=InputAccordion, tool_button_cls=ToolButton)
+        self.direction_names = panel.direction_names
+        self.infotext_fields = paste_fields(panel)
+        self.paste_field_names = list(infotext.ALL_KEYS)
+        return panel.inputs
+
+    # -- generation -------------------------------------------------------------------------------
+    def request(self, p: Any, args: tuple) -> panel_state.PanelArgs:
+        """Panel values, or the API's dict, with X/Y/Z overrides applied."""
+        if args and api_args.is_api_dict(args[0]):
+            request = api_args.parse(args[0])
+        else:
+            request = panel_state.from_values(args, self.direction_names)
+        return panel_state.apply_xyz(request, getattr(p, panel_state.XYZ_ATTR, None))
+
+    def process(self, p: Any, *args: Any) -> None:
+        close_session(p)
+        unet = generation.unet_of(p.sd_model)
+        if unet is not None:
+            from wplus.hook import detach_all
+
+            detach_all(unet)
+        try:
+            request = self.request(p, args)
+        except WPlusError as e:
+            warn(p, str(e))
+            return
+        if request.enabled:
+            start_session(p, request, unet)
+
+    def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        session = getattr(p, SESSION_ATTR, None)
+        if session is None or session.closed:
+            return
+        try:
+            session.attach(generation.unet_of(p.sd_model))
+        except WPlusError as e:
+            session.close()
+            warn(p, f"W+ Adapter disabled for this pass: {e}")
+
+    def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
+        close_session(p)
+
+
+# --- session lifetime ---------------------------------------------------------------------------
+
+
+def refiner_active(p: Any) -> bool:
+    name = getattr(p, "refiner_checkpoint", None)
+    at = getattr(p, "refiner_switch_at", None)
+    return name not in (None, "", "None", "none") and at is not None and float(at) < 1.0
+
+
+def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
+    if refiner_active(p):
+        warn(p, "W+ Adapter disabled: the refiner swaps the model mid-sampling and the W+ branch cannot follow "
+                "it. Turn the refiner off to use W+.")
+        return
+    if unet is None:
+        warn(p, "W+ Adapter disabled: the loaded model has no UNet the adapter can attach to.")
+        return
+    settings = current_settings()
+    try:
+        path = generation.resolve_adapter_path(request.adapter, settings, adapter_dirs(settings)[1:])
+        adapter, adapter_hash = generation.load_adapter_cached(path)
+        resolved = resolver(settings).resolve(request)
+        session = generation.GenerationSession(
+            adapter, resolved.wplus, generation.BranchPlan(scale=request.scale, start=request.start / 100.0))
+        session.attach(unet)
+    except IncompatibleModelError as e:
+        warn(p, f"W+ Adapter disabled: {e}")
+        return
+    except WPlusError as e:
+        warn(p, f"W+ Adapter disabled: {e}")
+        return
+    except Exception as e:  # never break the user's generation; say what happened
+        traceback.print_exc()
+        warn(p, f"W+ Adapter disabled by an unexpected error: {e!r} (details in the console)")
+        return
+    info = resolved.info
+    info.adapter_name, info.adapter_hash = path.name, adapter_hash
+    p.extra_generation_params.update(infotext.params(info))
+    setattr(p, SESSION_ATTR, session)
+    _close_on_p_close(p, session)
+
+
+def close_session(p: Any) -> None:
+    session = getattr(p, SESSION_ATTR, None)
+    if session is not None:
+        session.close()
+        try:
+            delattr(p, SESSION_ATTR)
+        except AttributeError:
+            pass
+
+
+def _close_on_p_close(p: Any, session: generation.GenerationSession) -> None:
+    """The WebUI runs `p.close()` in a `closing(p)` block even when sampling raises, while scripts'
+    `postprocess` is then skipped: detach there too, so no hook outlives its generation."""
+    original = p.close
+
+    def close(*a: Any, **kw: Any) -> Any:
+        session.close()
+        return original(*a, **kw)
+
+    p.close = close
+
+
+def on_cfg_denoiser(params: Any) -> None:
+    denoiser = getattr(params, "denoiser", None)
+    p = getattr(denoiser, "p", None)
+    session = getattr(p, SESSION_ATTR, None)
+    if session is None or session.closed:
+        return
+    try:
+        unet = generation.unet_of(shared.sd_model)
+        if session.handle is None or session.handle.unet is not unet:
+            session.attach(unet)  # the model changed under us (e.g. a hires-fix checkpoint)
+        step, total = _progress(params)
+        session.on_step(int(params.x.shape[0]), rows.batch_rows(params.text_cond), step, total,
+                        hires=bool(getattr(p, "is_hr_pass", False)))
+    except Exception as e:
+        session.close()
+        warn(p, f"W+ Adapter stopped mid-generation: {e}")
+
+
+def _progress(params: Any) -> tuple[int, int]:
+    """(step, total) of this denoiser call. The denoiser's own counters are exact; the WebUI's
+    `state.sampling_step` is updated after each step's model call, one step late."""
+    denoiser = params.denoiser
+    step, total = getattr(denoiser, "step", None), getattr(denoiser, "total_steps", None)
+    if isinstance(step, int) and isinstance(total, int) and total > 0:
+        return step, total
+    return int(params.sampling_step), int(params.total_sampling_steps)
+
+
+def on_script_unloaded() -> None:
+    unet = generation.unet_of(getattr(shared, "sd_model", None))
+    if unet is not None:
+        from wplus.hook import detach_all
+
+        detach_all(unet)
+
+
+# --- X/Y/Z, infotext ----------------------------------------------------------------------------
+
+
+def paste_fields(panel: wpanel.Panel) -> list:
+    """(component, callable) pairs: pasting an infotext restores the panel (or turns W+ off when
+    the infotext has no W+ parameters)."""
+    import gradio as gr
+
+    cache: dict[int, Any] = {}
+
+    def restored(params: dict):
+        key = id(params)
+        if key not in cache:
+            cache.clear()
+            cache[key] = infotext.panel_from_params(params, panel.direction_names)
+        return cache[key]
+
+    def field_value(name: str):
+        def get(params: dict):
+            args = restored(params)
+            if name == "enabled":
+                return gr.update(value=args is not None)
+            if args is None or name in ("reference", "reference2"):
+                return gr.update()
+            return gr.update(value=getattr(args, name))
+
+        return get
+
+    def edit_value(direction: str):
+        def get(params: dict):
+            args = restored(params)
+            return gr.update() if args is None else gr.update(value=float(args.edits.get(direction, 0.0)))
+
+        return get
+
+    fields = [(panel.by_field[name], field_value(name)) for name in panel_state.FIXED_FIELDS
+              if name not in ("reference", "reference2")]
+    fields += [(slider, edit_value(name)) for name, slider in panel.edit_sliders.items()]
+    return fields
+
+
+# --- preview / save (panel buttons) -------------------------------------------------------------
+
+
+def _preview(args: panel_state.PanelArgs):
+    try:
+        resolved = resolver().resolve(args)
+        rendering = resolver().preview(resolved.wplus)
+        return resolved.thumbnail, rendering, f"Identity {resolved.info.identity_hash}"
+    except WPlusError as e:
+        return None, None, f"**{e}**"
+
+
+def _save_identity(args: panel_state.PanelArgs, name: str) -> str:
+    from wplus.identity import Identity, identities_dir, save_identity
+
+    name = (name or "").strip()
+    if not name:
+        return "**W+: type a name to save the identity under.**"
+    try:
+        resolved = resolver().resolve(args)
+        ident = Identity(wplus=resolved.wplus[0], name=name, thumbnail=resolved.thumbnail,
+                         edits=infotext.format_edits(resolved.info.edits), source="webui")
+        path = save_identity(ident, name, folder=identities_dir(current_settings().models_dir))
+    except WPlusError as e:
+        return f"**{e}**"
+    return f"Saved identity **{name}** to `{path}`"
+
+
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+script_callbacks.on_script_unloaded(on_script_unloaded)
