@@ -282,7 +282,9 @@ class E4E:
     decoder = generator
 
     def load(self) -> "E4E":
-        self._module("encoder"), self._module("decoder")
+        """Build both modules now (instead of on first use)."""
+        self._module("encoder")
+        self._module("decoder")
         return self
 
     def release(self, part: str = "all") -> None:
