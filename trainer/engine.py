@@ -181,7 +181,8 @@ class Trainer:
         t0, images = time.perf_counter(), 0
         try:
             while self.step < cfg.max_steps and not stop.raised:
-                batch = next(batches)
+                if not cfg.overfit_batch or micro == self.step * accum:
+                    batch = next(batches)
                 seed_micro = 0 if cfg.overfit_batch else micro
                 with acc.accumulate(self.model):
                     with acc.autocast():

@@ -1,0 +1,190 @@
+"""End-to-end training on a tiny SD model built from configs (real diffusers/transformers classes,
+real CLIP tokenizer) and the paper's real test photos with their W+ codes, all on CPU.
+
+`python trainer/train.py` runs as a subprocess for Stage I, Stage II and a resumed Stage II; an
+in-process run overfits one batch and checks the exported adapter against the trainer's own model
+on the diffusers UNet and on the equivalent ldm UNet.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+from conftest import FIXTURES, OFFICIAL, ROOT
+
+E4E = OFFICIAL / "test_data" / "e4e"
+DIRECTIONS = OFFICIAL / "w_direction"
+RES = 64
+
+pytestmark = pytest.mark.skipif(not E4E.is_dir(), reason="../shared test photos not available")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    from trainer.tiny import build_tiny_sd
+    root = tmp_path_factory.mktemp("train")
+    build_tiny_sd(root / "sd")
+    data = root / "data"
+    data.mkdir()
+    mask = Image.new("L", (512, 512), 0)
+    ImageDraw.Draw(mask).ellipse((150, 110, 370, 420), fill=255)  # the aligned faces' face region
+    mask.save(data / "face_mask.png")
+    with open(data / "manifest.jsonl", "w") as f:
+        for i in range(1, 6):
+            shutil.copy(E4E / f"{i}.png", data / f"{i}.png")
+            shutil.copy(E4E / f"{i}.pth", data / f"{i}.pth")
+            f.write(json.dumps({"id": str(i), "aligned": f"{i}.png", "wplus": f"{i}.pth", "wild": f"{i}.png",
+                                "wild_mask": "face_mask.png", "captions": ["a person smiling"]}) + "\n")
+    return root
+
+
+def _common(work, out, stage, steps, *extra):
+    return ["--stage", str(stage), "--pretrained-model", str(work / "sd"), "--manifest",
+            str(work / "data" / "manifest.jsonl"), "--resolution", str(RES), "--train-batch-size", "2",
+            "--max-steps", str(steps), "--mixed-precision", "no", "--output-dir", str(out),
+            "--no-progress", "--learning-rate", "1e-3", *extra]
+
+
+def _train(args):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    r = subprocess.run([sys.executable, "trainer/train.py", *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def _metrics(out):
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(work):
+    s1, s2, s2r = work / "stage1", work / "stage2", work / "stage2_resumed"
+    _train(_common(work, s1, 1, 4, "--checkpoint-every", "2", "--validation-every", "4",
+                   "--validation-steps", "2", "--validation-seeds", "0"))
+    stage2 = ["--init", str(s1 / "wplus_adapter.safetensors"), "--checkpoint-every", "2", "--export-official",
+              "--i-drop-rate", "0.2"]
+    if DIRECTIONS.is_dir():
+        stage2 += ["--directions", str(DIRECTIONS)]
+    _train(_common(work, s2, 2, 4, *stage2))
+    (s2r / "checkpoints").mkdir(parents=True)
+    shutil.copytree(s2 / "checkpoints" / "step-0000002", s2r / "checkpoints" / "step-0000002")
+    r = _train(_common(work, s2r, 2, 4, *stage2, "--resume", "latest"))
+    assert "resumed from" in r.stdout + r.stderr
+    return s1, s2, s2r
+
+
+def test_stage1_runs_checkpoints_logs_and_validates(runs):
+    s1 = runs[0]
+    m = _metrics(s1)
+    assert [r["step"] for r in m] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) and r["loss"] == r["rec"] for r in m)
+    assert sorted(p.name for p in (s1 / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    assert list((s1 / "logs").rglob("events.out.tfevents.*"))
+    sample = Image.open(s1 / "samples" / "step-0000004.png")
+    assert sample.size == (2 * RES, RES)  # two prompts x one seed
+
+
+def test_stage2_freezes_the_projection_bit_identically(runs):
+    s1, s2, _ = runs
+    before, after = load_file(str(s1 / "wplus_adapter.safetensors")), load_file(str(s2 / "wplus_adapter.safetensors"))
+    assert before.keys() == after.keys()
+    proj = [k for k in before if k.startswith("proj.")]
+    assert proj and all(torch.equal(before[k], after[k]) for k in proj)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("layers."))
+    m = _metrics(s2)
+    for r in m:
+        for k in ("rec", "disen", "preserve", "loss"):
+            assert torch.isfinite(torch.tensor(r[k])), r
+        assert r["loss"] == pytest.approx(r["rec"] + 2.0 * r["disen"] + 1.0 * r["preserve"], rel=1e-5)
+    assert any(r["disen"] > 0 for r in m) and any(r["preserve"] > 0 for r in m)
+
+
+def test_official_bin_export_matches_ours(runs):
+    import wplus
+    s2 = runs[1]
+    a, b = wplus.load_adapter(s2 / "wplus_adapter.safetensors"), wplus.load_adapter(s2 / "wplus_adapter.bin")
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_continues_at_the_same_step_with_the_same_losses(runs):
+    _, s2, s2r = runs
+    full, resumed = _metrics(s2), _metrics(s2r)
+    assert [r["step"] for r in resumed] == [3, 4]
+    for a, b in zip(full[2:], resumed):
+        for k in ("loss", "rec", "disen", "preserve", "lr"):
+            assert a[k] == b[k], (k, a, b)
+    fa, fb = load_file(str(s2 / "wplus_adapter.safetensors")), load_file(str(s2r / "wplus_adapter.safetensors"))
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+# ----------------------------------------------------------------------------- in-process
+@pytest.fixture(scope="module")
+def overfit(work):
+    from trainer.config import TrainConfig
+    from trainer.engine import run
+    cfg = TrainConfig(
+        stage=1, pretrained_model=str(work / "sd"), manifest=str(work / "data" / "manifest.jsonl"),
+        resolution=RES, train_batch_size=2, max_steps=12, learning_rate=5e-3, mixed_precision="no",
+        output_dir=str(work / "overfit"), overfit_batch=True, i_drop_rate=0, t_drop_rate=0, ti_drop_rate=0,
+        report_to="none", progress=False, checkpoint_every=0,
+    )
+    return run(cfg)
+
+
+def test_rec_loss_falls_when_overfitting_one_batch(overfit):
+    # Same images, prompts, noise and timesteps every step: the loss must go down step after step.
+    # (The tiny UNet's random weights cap how far the identity branch alone can fit the noise.)
+    rec = [h["rec"] for h in overfit.history]
+    assert len(rec) == 12 and all(torch.isfinite(torch.tensor(rec)))
+    falls = sum(b < a for a, b in zip(rec, rec[1:]))
+    assert falls >= 7 and sum(rec[-4:]) / 4 < sum(rec[:4]) / 4 - 0.03 and min(rec) < min(rec[:6]), rec
+
+
+def _inputs(context_dim):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    t = torch.tensor([10, 700])
+    ctx = torch.randn(2, 77, context_dim, generator=g)
+    w = torch.stack([torch.load(E4E / f"{i}.pth", weights_only=True, map_location="cpu")[0] for i in (1, 2)])
+    return x, t, ctx, w.detach()
+
+
+def test_exported_adapter_matches_the_trainer_on_diffusers_and_ldm(overfit, work):
+    import wplus
+    from diffusers import UNet2DConditionModel
+    from wplus.unet_convert import diffusers_to_ldm_unet
+    model = overfit.accelerator.unwrap_model(overfit.model)
+    x, t, ctx, w = _inputs(model.adapter.context_dim)
+    with torch.no_grad():
+        ours = model(x, t, ctx, w, 0.7)
+    exported = wplus.load_adapter(work / "overfit" / "wplus_adapter.safetensors")
+    unet = UNet2DConditionModel.from_pretrained(work / "sd", subfolder="unet").eval()
+    with torch.no_grad(), wplus.attach(unet, exported) as h:
+        h.tokens = exported.project(w)
+        h.scale = 0.7
+        theirs = unet(x, t, encoder_hidden_states=ctx).sample
+    assert (theirs - ours).abs().max().item() < 1e-5
+    # ... and on the WebUI's ldm UNet, converted from the same diffusers weights
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+    cfg = json.loads((FIXTURES / "reference_sd15" / "config.json").read_text())["ldm_unet"]
+    ldm = UNetModel(**cfg).eval()
+    ldm.load_state_dict(diffusers_to_ldm_unet(unet.state_dict(), unet.config), strict=True)
+    with torch.no_grad(), wplus.attach(ldm, exported) as h:
+        h.tokens = exported.project(w)
+        h.scale = 0.7
+        eps = ldm(x, t, context=ctx)
+    assert (eps - ours).abs().max().item() < 1e-4
+    # the branch matters: the comparison is not between two plain UNets
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=ctx).sample
+    assert (plain - ours).abs().max().item() > 1e-3
