@@ -125,7 +125,7 @@ class WebUI:
         return cross_attention_layers(unet)[0].to_k.in_features
 
     def module(self, filename: str):
-        return next(d.module for d in self.scripts_mod.scripts_data if d.path.endswith(filename))
+        return next(m for path, m in self.scripts_mod.loaded_modules.items() if path.endswith(filename))
 
     @property
     def script_module(self):

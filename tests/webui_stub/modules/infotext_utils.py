@@ -59,7 +59,7 @@ def paste(fields: list, infotext: str) -> list:
     out = []
     for component, key in fields:
         v = key(params) if callable(key) else params.get(key)
-        if isinstance(v, dict) and v.get("__type__") == "update":
+        if isinstance(v, dict):  # a gr.update(...): the WebUI passes it through as is
             out.append(v.get("value"))
             continue
         if v is None:

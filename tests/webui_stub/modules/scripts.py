@@ -97,6 +97,7 @@ class Script:
 
 ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
 scripts_data: list[ScriptClassData] = []
+loaded_modules: dict[str, object] = {}  # path -> module (stand-in only, for tests)
 current_basedir = paths.script_path
 
 
@@ -109,12 +110,14 @@ def load_scripts(files: list[tuple[str, str]]) -> None:
     extension's folder is on sys.path only while its file executes."""
     global current_basedir
     scripts_data.clear()
+    loaded_modules.clear()
     for base, path in files:
         saved = sys.path
         try:
             sys.path = [base] + sys.path
             current_basedir = base
             module = script_loading.load_module(path)
+            loaded_modules[path] = module
             for obj in list(module.__dict__.values()):
                 if isinstance(obj, type) and issubclass(obj, Script) and obj is not Script:
                     scripts_data.append(ScriptClassData(obj, path, base, module))
