@@ -57,13 +57,16 @@
         });
     }
 
+    var ANY_CONTROL = "[id^=script_txt2img_w_adapter_], [id^=script_img2img_w_adapter_]";
+
     function decorate(elem) {
         var ctl = controlOf(elem.id);
         if (!ctl || elem.dataset.wplusDecorated) return;
         elem.dataset.wplusDecorated = "1";
         elem.title = ctl.hint;
+        // only this control's own nodes: an accordion's children are other controls with their own hints
         elem.querySelectorAll("label, span, button, input").forEach(function(node) {
-            if (!node.title) node.title = ctl.hint;
+            if (node.closest(ANY_CONTROL) === elem && !node.title) node.title = ctl.hint;
         });
         if (ctl.reset !== null && elem.querySelector("input[type=range]")) {
             var label = elem.querySelector("label, span") || elem;
@@ -76,7 +79,7 @@
 
     function decorateAll() {
         var app = typeof gradioApp === "function" ? gradioApp() : document;
-        app.querySelectorAll("[id^=script_txt2img_w_adapter_], [id^=script_img2img_w_adapter_]").forEach(decorate);
+        app.querySelectorAll(ANY_CONTROL).forEach(decorate);
     }
 
     if (typeof onUiUpdate === "function") {
