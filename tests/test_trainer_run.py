@@ -134,7 +134,7 @@ def overfit(work):
     from trainer.engine import run
     cfg = TrainConfig(
         stage=1, pretrained_model=str(work / "sd"), manifest=str(work / "data" / "manifest.jsonl"),
-        resolution=RES, train_batch_size=2, max_steps=12, learning_rate=5e-3, mixed_precision="no",
+        resolution=RES, train_batch_size=2, max_steps=12, learning_rate=1e-2, mixed_precision="no",
         output_dir=str(work / "overfit"), overfit_batch=True, i_drop_rate=0, t_drop_rate=0, ti_drop_rate=0,
         report_to="none", progress=False, checkpoint_every=0,
     )
@@ -147,7 +147,7 @@ def test_rec_loss_falls_when_overfitting_one_batch(overfit):
     rec = [h["rec"] for h in overfit.history]
     assert len(rec) == 12 and all(torch.isfinite(torch.tensor(rec)))
     falls = sum(b < a for a, b in zip(rec, rec[1:]))
-    assert falls >= 7 and sum(rec[-4:]) / 4 < sum(rec[:4]) / 4 - 0.03 and min(rec) < min(rec[:6]), rec
+    assert falls >= 9 and sum(rec[-4:]) / 4 < sum(rec[:4]) / 4 - 0.03 and rec[-1] < rec[0] - 0.05, rec
 
 
 def _inputs(context_dim):

@@ -177,11 +177,11 @@ class Trainer:
         stop = _StopFlag()
         micro = self.step * accum
         last_ckpt = self.step
-        batches = iter(loader)
+        batches, batch = iter(loader), None
         t0, images = time.perf_counter(), 0
         try:
             while self.step < cfg.max_steps and not stop.raised:
-                if not cfg.overfit_batch or micro == self.step * accum:
+                if not cfg.overfit_batch or batch is None:
                     batch = next(batches)
                 seed_micro = 0 if cfg.overfit_batch else micro
                 with acc.accumulate(self.model):
