@@ -31,6 +31,7 @@ TITLE = "W+ Adapter"
 EXT_ROOT = Path(__file__).resolve().parents[1]
 EXT_MODELS = EXT_ROOT / "models"
 SESSION_ATTR = "_wplus_session"
+WARNING_KEY = "Wplus warning"
 
 log = logging.getLogger("wplus")
 _resolvers: dict[ExtensionSettings, generation.IdentityResolver] = {}
@@ -54,10 +55,14 @@ def adapter_dirs(settings: ExtensionSettings) -> list[Path]:
 
 
 def warn(p: Any, message: str) -> None:
-    """Visible under the image (and in the API's info) and in the console."""
+    """Visible under the image, in the image's parameters and the API's `info` (as "Wplus warning":
+    the API's info has no comments) and in the console."""
     text = message if message.startswith("W+") else f"W+ Adapter: {message}"
     if hasattr(p, "comment"):
         p.comment(text)
+    extra = getattr(p, "extra_generation_params", None)
+    if isinstance(extra, dict):
+        extra[WARNING_KEY] = " ".join(text.split())
     log.warning(text)
     print(text)
 

@@ -202,8 +202,13 @@ def test_api_dict_with_saved_identity(env):
 
 
 def test_api_bad_dict_warns_and_generates_plain(env):
+    import json
+
     res, p = run_api(env, [{"identity": "person1", "scale": "high"}])
     assert any("'scale' must be a number" in c for c in p.comments), p.comments
+    info = json.loads(res.js())  # what the API returns as `info`: no comments, but the parameters
+    assert "'scale' must be a number" in info["extra_generation_params"]["Wplus warning"]
+    assert "Wplus warning" in res.infotexts[0]
     assert torch.equal(res.images[0], plain(env).images[0])
     res, p = run_api(env, [{"identty": "person1"}])
     assert any("unknown key" in c for c in p.comments)
