@@ -137,6 +137,16 @@ class WPlusScript(scripts.Script):
 # --- session lifetime ---------------------------------------------------------------------------
 
 
+def compute_device() -> Any:
+    """The device the WebUI runs the UNet on (with --medvram/--lowvram its weights wait on the CPU)."""
+    try:
+        from modules import devices
+
+        return devices.device
+    except (ImportError, AttributeError):
+        return None
+
+
 def refiner_active(p: Any) -> bool:
     name = getattr(p, "refiner_checkpoint", None)
     at = getattr(p, "refiner_switch_at", None)
@@ -157,7 +167,8 @@ def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
         adapter, adapter_hash = generation.load_adapter_cached(path)
         resolved = resolver(settings).resolve(request)
         session = generation.GenerationSession(
-            adapter, resolved.wplus, generation.BranchPlan(scale=request.scale, start=request.start / 100.0))
+            adapter, resolved.wplus, generation.BranchPlan(scale=request.scale, start=request.start / 100.0),
+            device=compute_device())
         session.attach(unet)
     except IncompatibleModelError as e:
         warn(p, f"W+ Adapter disabled: {e}")
