@@ -1,8 +1,8 @@
 """End-to-end training on a tiny SD model built from configs (real diffusers/transformers classes,
 real CLIP tokenizer) and the paper's real test photos with their W+ codes, all on CPU.
 
-`python trainer/train.py` runs as a subprocess for Stage I, Stage II and a resumed Stage II; an
-in-process run overfits one batch and checks the exported adapter against the trainer's own model
+`python trainer/train.py` runs as a subprocess for Stage I and Stage II; Stage II is then resumed
+from its mid-run checkpoint; an in-process run overfits one batch and checks the exported adapter against the trainer's own model
 on the diffusers UNet and on the equivalent ldm UNet.
 """
 from __future__ import annotations
@@ -67,6 +67,7 @@ def _metrics(out):
 
 @pytest.fixture(scope="module")
 def runs(work):
+    """Stage I and Stage II as subprocesses; then Stage II resumed (in-process) from its step-2 checkpoint."""
     s1, s2, s2r = work / "stage1", work / "stage2", work / "stage2_resumed"
     _train(_common(work, s1, 1, 4, "--checkpoint-every", "2", "--validation-every", "4",
                    "--validation-steps", "2", "--validation-seeds", "0"))
@@ -77,9 +78,15 @@ def runs(work):
     _train(_common(work, s2, 2, 4, *stage2))
     (s2r / "checkpoints").mkdir(parents=True)
     shutil.copytree(s2 / "checkpoints" / "step-0000002", s2r / "checkpoints" / "step-0000002")
-    r = _train(_common(work, s2r, 2, 4, *stage2, "--resume", "latest"))
-    assert "resumed from" in r.stdout + r.stderr
-    return s1, s2, s2r
+    from trainer.config import parse_config
+    from trainer.engine import run
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): same float reduction order
+    try:
+        resumed = run(parse_config(_common(work, s2r, 2, 4, *stage2, "--resume", "latest", "--report-to", "none")))
+    finally:
+        torch.set_num_threads(threads)
+    return s1, s2, s2r, resumed
 
 
 def test_stage1_runs_checkpoints_logs_and_validates(runs):
@@ -94,7 +101,7 @@ def test_stage1_runs_checkpoints_logs_and_validates(runs):
 
 
 def test_stage2_freezes_the_projection_bit_identically(runs):
-    s1, s2, _ = runs
+    s1, s2, _, _ = runs
     before, after = load_file(str(s1 / "wplus_adapter.safetensors")), load_file(str(s2 / "wplus_adapter.safetensors"))
     assert before.keys() == after.keys()
     proj = [k for k in before if k.startswith("proj.")]
@@ -117,7 +124,7 @@ def test_official_bin_export_matches_ours(runs):
 
 
 def test_resume_continues_at_the_same_step_with_the_same_losses(runs):
-    _, s2, s2r = runs
+    _, s2, s2r, _ = runs
     full, resumed = _metrics(s2), _metrics(s2r)
     assert [r["step"] for r in resumed] == [3, 4]
     for a, b in zip(full[2:], resumed):
