@@ -253,14 +253,12 @@ def paste_fields(panel: wpanel.Panel) -> list:
     the infotext has no W+ parameters)."""
     import gradio as gr
 
-    cache: dict[int, Any] = {}
+    last: list = [None, None]  # (params dict, panel values): one parse per paste, not one per field
 
     def restored(params: dict):
-        key = id(params)
-        if key not in cache:
-            cache.clear()
-            cache[key] = infotext.panel_from_params(params, panel.direction_names)
-        return cache[key]
+        if last[0] is not params:  # identity, not id(): the dict is kept alive, so no id reuse
+            last[:] = [params, infotext.panel_from_params(params, panel.direction_names)]
+        return last[1]
 
     def field_value(name: str):
         def get(params: dict):
