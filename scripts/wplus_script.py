@@ -63,8 +63,7 @@ def warn(p: Any, message: str) -> None:
     extra = getattr(p, "extra_generation_params", None)
     if isinstance(extra, dict):
         extra[WARNING_KEY] = " ".join(text.split())
-    log.warning(text)
-    print(text)
+    log.warning(text)  # the WebUI's logging shows warnings in the console
 
 
 class WPlusScript(scripts.Script):
