@@ -146,6 +146,14 @@ def compute_device() -> Any:
         return None
 
 
+def checkpoint_family(sd_model: Any) -> str:
+    """The WebUI's own idea of the checkpoint's family (its is_sd1/is_sd2/is_sdxl/is_sd3 flags)."""
+    for flag, name in (("is_sd3", "SD3"), ("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd1", "SD1.x")):
+        if getattr(sd_model, flag, False) is True:
+            return name
+    return ""
+
+
 def refiner_active(p: Any) -> bool:
     name = getattr(p, "refiner_checkpoint", None)
     at = getattr(p, "refiner_switch_at", None)
@@ -170,7 +178,8 @@ def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
             device=compute_device())
         session.attach(unet)
     except IncompatibleModelError as e:
-        warn(p, f"W+ Adapter disabled: {e}")
+        family = checkpoint_family(p.sd_model)
+        warn(p, f"W+ Adapter disabled: {e}" + (f" (the loaded checkpoint is {family})" if family else ""))
         return
     except WPlusError as e:
         warn(p, f"W+ Adapter disabled: {e}")

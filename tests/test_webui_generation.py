@@ -251,3 +251,19 @@ def test_missing_identity_warns_and_generates_plain(env):
     assert "Wplus lambda" not in res.infotexts[0]
     res, p = env.generate(wplus=dict(enabled=True, source="Photo"))
     assert any("no reference photo" in c for c in p.comments)
+
+
+def test_sdxl_checkpoint_with_the_sd15_adapter_is_refused(env):
+    from modules import shared
+    from modules.sd_models import FakeSDModel
+    from unet_fixtures import sgm_shaped_unet
+    from wplus.layers import cross_attention_layers
+
+    sdxl = sgm_shaped_unet().unet
+    shared.sd_model = FakeSDModel(sdxl, context_dim=cross_attention_layers(sdxl)[0].to_k.in_features, kind="sdxl")
+    p = env.processing(wplus=dict(PERSON1))
+    script = env.script()
+    script.process(p, *p.script_args[script.args_from:script.args_to])
+    assert any("W+ Adapter disabled" in c and "checkpoint is SDXL" in c for c in p.comments), p.comments
+    assert "Wplus warning" in p.extra_generation_params and "Wplus lambda" not in p.extra_generation_params
+    assert hooks_on(sdxl) == 0 and getattr(p, "_wplus_session", None) is None
