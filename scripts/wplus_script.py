@@ -106,6 +106,7 @@ class WPlusScript(scripts.Script):
 
     def process(self, p: Any, *args: Any) -> None:
         close_session(p)
+        close_stale_sessions()  # e.g. an X/Y/Z cell that raised: xyz_grid never closes its copy of p
         unet = generation.unet_of(p.sd_model)
         if unet is not None:
             from wplus.hook import detach_all
@@ -192,7 +193,18 @@ def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
     info.adapter_name, info.adapter_hash = path.name, adapter_hash
     p.extra_generation_params.update(infotext.params(info))
     setattr(p, SESSION_ATTR, session)
+    _live_sessions.append(session)
     _close_on_p_close(p, session)
+
+
+_live_sessions: list[generation.GenerationSession] = []
+
+
+def close_stale_sessions() -> None:
+    """Only one generation runs at a time: any session still open when a new one starts is stale
+    (possibly on another model's UNet, which the new generation's detach does not reach)."""
+    while _live_sessions:
+        _live_sessions.pop().close()
 
 
 def close_session(p: Any) -> None:

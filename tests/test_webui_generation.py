@@ -267,3 +267,24 @@ def test_sdxl_checkpoint_with_the_sd15_adapter_is_refused(env):
     assert any("W+ Adapter disabled" in c and "checkpoint is SDXL" in c for c in p.comments), p.comments
     assert "Wplus warning" in p.extra_generation_params and "Wplus lambda" not in p.extra_generation_params
     assert hooks_on(sdxl) == 0 and getattr(p, "_wplus_session", None) is None
+
+
+def test_failed_xyz_cell_hooks_are_removed_even_after_a_model_switch(env):
+    """xyz_grid catches a cell's exception and never closes that cell's copy of p."""
+    from modules import processing, shared
+    from modules.sd_models import FakeSDModel
+
+    def boom(module, args):
+        raise RuntimeError("cell failed (simulated)")
+
+    h = env.unet.output_blocks[-1].register_forward_pre_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="simulated"):
+            processing.process_images(env.processing(wplus=dict(PERSON1)))
+    finally:
+        h.remove()
+    assert hooks_on(env.unet) > 0
+    other = tiny_unet()
+    shared.sd_model = FakeSDModel(other, context_dim=32, name="tiny-other")
+    env.generate(wplus=dict(PERSON1))
+    assert hooks_on(env.unet) == 0 and hooks_on(other) == 0
