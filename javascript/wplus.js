@@ -63,7 +63,9 @@
         var ctl = controlOf(elem.id);
         if (!ctl || elem.dataset.wplusDecorated) return;
         elem.dataset.wplusDecorated = "1";
-        elem.title = ctl.hint;
+        // an accordion (the enable switch): hint on its header only, not over everything inside it
+        var header = elem.querySelector(":scope > .label-wrap");
+        (header || elem).title = ctl.hint;
         // only this control's own nodes: an accordion's children are other controls with their own hints
         elem.querySelectorAll("label, span, button, input").forEach(function(node) {
             if (node.closest(ANY_CONTROL) === elem && !node.title) node.title = ctl.hint;
