@@ -6,8 +6,9 @@ tested without the WebUI). Lifetime of the branch in one generation:
   process_before_every_sampling() re-attach if the model changed (hires checkpoint)
   on_cfg_denoiser (every step)    CFG rows -> [identity | zero-W+] bank rows, λ or 0 (delayed start)
   postprocess() / p.close()       detach (p.close also runs when sampling raises)
-Anything that keeps the branch from working is reported under the image (p.comment) and in the
-console, and the image is generated without the branch: never silently wrong.
+Anything that keeps the branch from working is reported under the image (p.comment), in the
+image's parameters ("Wplus warning", which API clients see) and in the console, and the image is
+generated without the branch: never silently wrong.
 """
 from __future__ import annotations
 
@@ -114,8 +115,8 @@ class WPlusScript(scripts.Script):
             detach_all(unet)
         try:
             request = self.request(p, args)
-        except WPlusError as e:
-            warn(p, str(e))
+        except (WPlusError, ValueError, TypeError) as e:  # a malformed API payload, positional or dict
+            warn(p, f"W+ Adapter disabled: {e}")
             return
         if request.enabled:
             start_session(p, request, unet)
