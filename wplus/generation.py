@@ -90,13 +90,14 @@ class IdentityResolver:
         """The StyleGAN rendering of `w` as a PIL image (loads the generator on demand)."""
         from .e4e import to_pil
 
-        try:
-            with torch.no_grad():
-                image = self.encoder.e4e.render(w.reshape(1, 18, 512))
-            return to_pil(image)[0]
-        finally:
-            if self.settings.unload_encoder:
-                self.encoder.release()
+        with self._lock:  # the panel's buttons run beside generations: never release e4e mid-render
+            try:
+                with torch.no_grad():
+                    image = self.encoder.e4e.render(w.reshape(1, 18, 512))
+                return to_pil(image)[0]
+            finally:
+                if self.settings.unload_encoder:
+                    self.encoder.release()
 
     def _one(self, source: str, reference: Any, identity: str, seed: int, face_index: int):
         from .api_args import decode_image
