@@ -310,8 +310,7 @@ def paste_fields(panel: wpanel.Panel) -> list:
 
 def _preview(args: panel_state.PanelArgs):
     try:
-        resolved = resolver().resolve(args)
-        rendering = resolver().preview(resolved.wplus)
+        resolved, rendering = resolver().preview(args)
         return resolved.thumbnail, rendering, f"Identity {resolved.info.identity_hash}"
     except WPlusError as e:
         return None, None, f"**{e}**"

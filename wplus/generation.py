@@ -66,38 +66,44 @@ class IdentityResolver:
     def resolve(self, args: PanelArgs) -> ResolvedIdentity:
         with self._lock:
             try:
-                w, thumb = self._one(args.source, args.reference, args.identity, args.seed, args.face_index)
-                mix_label, weights = "", None
-                if args.source2 != "None":
-                    w2, _ = self._one(args.source2, args.reference2, args.identity2, args.seed2, -1)
-                    weights = args.mix_weights()
-                    w = _mix(w, w2, weights)
-                    mix_label = source_label(args.source2, args.identity2, args.seed2)
-                edits = args.active_edits()
-                if edits:
-                    w = self._edit(w, edits)
+                return self._resolve(args)
             finally:
                 if self.settings.unload_encoder:
                     self.encoder.release()
+
+    def preview(self, args: PanelArgs) -> tuple[ResolvedIdentity, Any]:
+        """(identity, StyleGAN rendering of its code as a PIL image), loading e4e once for both."""
+        from .e4e import to_pil
+
+        with self._lock:  # the panel's buttons run beside generations: never release e4e mid-use
+            keep, self.encoder.keep_loaded = self.encoder.keep_loaded, True
+            try:
+                resolved = self._resolve(args)
+                with torch.no_grad():
+                    image = self.encoder.e4e.render(resolved.wplus.reshape(1, 18, 512))
+                return resolved, to_pil(image)[0]
+            finally:
+                self.encoder.keep_loaded = keep
+                if self.settings.unload_encoder:
+                    self.encoder.release()
+
+    def _resolve(self, args: PanelArgs) -> ResolvedIdentity:
+        w, thumb = self._one(args.source, args.reference, args.identity, args.seed, args.face_index)
+        mix_label, weights = "", None
+        if args.source2 != "None":
+            w2, _ = self._one(args.source2, args.reference2, args.identity2, args.seed2, -1)
+            weights = args.mix_weights()
+            w = _mix(w, w2, weights)
+            mix_label = source_label(args.source2, args.identity2, args.seed2)
+        edits = args.active_edits()
+        if edits:
+            w = self._edit(w, edits)
         info = GenerationInfo(
             identity_label=source_label(args.source, args.identity, args.seed), identity_hash=code_hash(w),
             scale=args.scale, start=args.start, adapter_name="", adapter_hash="", face_index=args.face_index,
             edits=edits, mix_label=mix_label, mix_weights=weights,
         )
         return ResolvedIdentity(w.float().cpu(), info, thumb)
-
-    def preview(self, w: torch.Tensor):
-        """The StyleGAN rendering of `w` as a PIL image (loads the generator on demand)."""
-        from .e4e import to_pil
-
-        with self._lock:  # the panel's buttons run beside generations: never release e4e mid-render
-            try:
-                with torch.no_grad():
-                    image = self.encoder.e4e.render(w.reshape(1, 18, 512))
-                return to_pil(image)[0]
-            finally:
-                if self.settings.unload_encoder:
-                    self.encoder.release()
 
     def _one(self, source: str, reference: Any, identity: str, seed: int, face_index: int):
         from .api_args import decode_image
