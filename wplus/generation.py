@@ -8,7 +8,6 @@ Nothing here imports the WebUI.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -24,11 +23,6 @@ from .errors import MissingWeightsError, WPlusError
 from .ext_settings import ExtensionSettings
 from .infotext import GenerationInfo, source_label
 from .panel_state import SOURCES, PanelArgs
-
-log = logging.getLogger("wplus")
-
-ProgressCallback = Callable[[int, Any], None]
-
 
 # --- identity ------------------------------------------------------------------------------------
 
