@@ -239,3 +239,13 @@ def test_diffusers_to_ldm_keys_reproduce_the_fixture(variant, shared_dir):
     ref = load_file(str(d / "unet_ldm.safetensors"))
     assert set(ours) == set(ref)
     assert all(torch.equal(ours[k], ref[k]) for k in ref)
+
+
+def test_a_batch_of_one_extrapolates_towards_another_identity():
+    w, other = _ws(2)[:1], _ws(2)[1:]
+    same, _ = perturb.perturb_wplus(w, torch.tensor([False]), random.Random(0), torch.Generator(),
+                                    [1, 0, 0, 0, 0], kind="extrapolate")
+    assert torch.equal(same, w)  # shuffling a batch of one changes nothing...
+    out, _ = perturb.perturb_wplus(w, torch.tensor([False]), random.Random(0), torch.Generator(),
+                                   [1, 0, 0, 0, 0], kind="extrapolate", others=other)
+    assert not torch.allclose(out, w)  # ...so the trainer passes another identity

@@ -1,7 +1,8 @@
 """End-to-end training on a tiny SD model built from configs (real diffusers/transformers classes,
 real CLIP tokenizer) and the paper's real test photos with their W+ codes, all on CPU.
 
-`python trainer/train.py` runs as a subprocess for Stage I and Stage II; Stage II is then resumed
+`python trainer/train.py` runs as a subprocess for Stage I (two data-parallel processes, as under
+`accelerate launch`) and Stage II (one process); Stage II is then resumed
 from its mid-run checkpoint; an in-process run overfits one batch and checks the exported adapter against the trainer's own model
 on the diffusers UNet and on the equivalent ldm UNet.
 """
@@ -53,9 +54,11 @@ def _common(work, out, stage, steps, *extra):
             "--no-progress", "--learning-rate", "1e-3", *extra]
 
 
-def _train(args):
+def _train(args, processes=1):
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    r = subprocess.run([sys.executable, "trainer/train.py", *args], cwd=ROOT, env=env,
+    # torch.distributed.run sets the environment `accelerate launch` sets: DDP (gloo on CPU)
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
+    r = subprocess.run([sys.executable, *launch, "trainer/train.py", *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
@@ -67,10 +70,14 @@ def _metrics(out):
 
 @pytest.fixture(scope="module")
 def runs(work):
-    """Stage I and Stage II as subprocesses; then Stage II resumed (in-process) from its step-2 checkpoint."""
+    """Stage I in two data-parallel processes (1 image each), Stage II in one process (2 images);
+    then Stage II resumed (in-process) from its step-2 checkpoint."""
     s1, s2, s2r = work / "stage1", work / "stage2", work / "stage2_resumed"
-    _train(_common(work, s1, 1, 4, "--checkpoint-every", "2", "--validation-every", "4",
-                   "--validation-steps", "2", "--validation-seeds", "0"))
+    args = _common(work, s1, 1, 4, "--checkpoint-every", "2", "--validation-every", "4",
+                   "--validation-steps", "2", "--validation-seeds", "0")
+    args[args.index("--train-batch-size") + 1] = "1"
+    r = _train(args, processes=2)
+    assert "2 process(es)" in r.stdout + r.stderr
     stage2 = ["--init", str(s1 / "wplus_adapter.safetensors"), "--checkpoint-every", "2", "--export-official",
               "--i-drop-rate", "0.2"]
     if DIRECTIONS.is_dir():
@@ -91,7 +98,7 @@ def runs(work):
 
 def test_stage1_runs_checkpoints_logs_and_validates(runs):
     s1 = runs[0]
-    m = _metrics(s1)
+    m = _metrics(s1)  # written once, by the main process, losses averaged over both processes
     assert [r["step"] for r in m] == [1, 2, 3, 4]
     assert all(torch.isfinite(torch.tensor(r["loss"])) and r["loss"] == r["rec"] for r in m)
     assert sorted(p.name for p in (s1 / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
@@ -195,3 +202,4 @@ def test_exported_adapter_matches_the_trainer_on_diffusers_and_ldm(overfit, work
     with torch.no_grad():
         plain = unet(x, t, encoder_hidden_states=ctx).sample
     assert (plain - ours).abs().max().item() > 1e-3
+

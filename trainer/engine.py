@@ -67,6 +67,7 @@ class Trainer:
     bank: DirectionBank = field(default_factory=DirectionBank)
     out: Path = Path(".")
     history: list = field(default_factory=list)
+    records: list = field(default_factory=list)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Trainer":
@@ -150,8 +151,11 @@ class Trainer:
         if cfg.stage == 2:
             # No-grad predictions first: the grad forward must be the last one before backward
             # (gradient checkpointing recomputes with the hook's current tokens).
+            others = None
+            if w.shape[0] == 1 and len(self.records) > 1:  # no other identity in the batch: draw one
+                others = data_mod.load_wplus(rng.choice(self.records)["wplus"])[None]
             w_neg, kind = perturb_wplus(w, batch["id_dropped"], rng, gen, cfg.perturb_probs, self.bank,
-                                        cfg.direction_strength)
+                                        cfg.direction_strength, others=others)
             with torch.no_grad():
                 pred_neg = self.model(noisy, t, context, w_neg, cfg.train_scale, added)
                 pred_off = self.model(noisy, t, context, w, 0.0, added)
@@ -169,7 +173,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> "Trainer":
         cfg, acc = self.cfg, self.accelerator
-        records = data_mod.stage_records(data_mod.read_manifest(cfg.manifest), cfg.stage)
+        records = self.records = data_mod.stage_records(data_mod.read_manifest(cfg.manifest), cfg.stage)
         accum = cfg.gradient_accumulation_steps
         start = 0 if cfg.overfit_batch else self.step * accum
         loader = data_mod.make_loader(cfg, records, acc.num_processes, acc.process_index, start)

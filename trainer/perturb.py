@@ -71,11 +71,16 @@ def choose_kind(rng: random.Random, probs: Sequence[float], have_directions: boo
 @torch.no_grad()
 def perturb_wplus(w: torch.Tensor, dropped: torch.Tensor, rng: random.Random, gen: torch.Generator,
                   probs: Sequence[float], bank: Optional[DirectionBank] = None,
-                  max_strength: float = 60.0, kind: Optional[str] = None) -> tuple[torch.Tensor, str]:
-    """(B,18,512) true codes (dropped rows already zero) -> perturbed codes and the kind used."""
+                  max_strength: float = 60.0, kind: Optional[str] = None,
+                  others: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, str]:
+    """(B,18,512) true codes (dropped rows already zero) -> perturbed codes and the kind used.
+
+    `others`: other identities (B,18,512) to use instead of shuffling the batch (a batch of one
+    has no other identity to shuffle in).
+    """
     kind = kind or choose_kind(rng, probs, bool(bank))
     w = w.detach()
-    shuffled = w[_derangement(w.shape[0], rng)]
+    shuffled = others.to(w) if others is not None else w[_derangement(w.shape[0], rng)]
     if kind == "extrapolate":
         out = shuffled + (w - shuffled) * rng.uniform(-40.0, 40.0)
     elif kind == "scaled_copy":
