@@ -140,3 +140,30 @@ def test_sdxl_training_step_uses_both_text_encoders_and_time_ids(tmp_path):
     from wplus.layers import cross_attention_layers
     n = len(cross_attention_layers(base.unet))
     assert len(exported.layers) == len(trainer.adapter.layers) == n > 16 and exported.context_dim == 40
+
+
+def test_sd2_open_clip_text_tower_converts(tmp_path):
+    """SD2 checkpoints hold an OpenCLIP text tower (fused in_proj, c_fc/c_proj, positional_embedding)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+    from trainer.models import _open_clip_text
+    torch.manual_seed(0)
+    hf = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=1, max_position_embeddings=77, hidden_act="gelu")).eval()
+    s = hf.state_dict()
+    p = "cond_stage_model.model."
+    sd = {p + "token_embedding.weight": s["text_model.embeddings.token_embedding.weight"],
+          p + "positional_embedding": s["text_model.embeddings.position_embedding.weight"],
+          p + "ln_final.weight": s["text_model.final_layer_norm.weight"],
+          p + "ln_final.bias": s["text_model.final_layer_norm.bias"]}
+    for i in range(2):
+        h, o = f"text_model.encoder.layers.{i}.", f"{p}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            sd[o + f"attn.in_proj_{kind}"] = torch.cat([s[h + f"self_attn.{x}_proj.{kind}"] for x in "qkv"])
+            sd[o + f"attn.out_proj.{kind}"] = s[h + f"self_attn.out_proj.{kind}"]
+            sd[o + f"ln_1.{kind}"], sd[o + f"ln_2.{kind}"] = s[h + f"layer_norm1.{kind}"], s[h + f"layer_norm2.{kind}"]
+            sd[o + f"mlp.c_fc.{kind}"], sd[o + f"mlp.c_proj.{kind}"] = s[h + f"mlp.fc1.{kind}"], s[h + f"mlp.fc2.{kind}"]
+    ours = _open_clip_text(CLIPTextModel, sd, p).eval()
+    ids = torch.randint(0, 49406, (2, 77))
+    with torch.no_grad():
+        assert torch.allclose(ours(ids)[0], hf(ids)[0], atol=1e-5)
+    assert detect_arch(sd) == "sd2"

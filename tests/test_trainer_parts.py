@@ -249,3 +249,11 @@ def test_a_batch_of_one_extrapolates_towards_another_identity():
     out, _ = perturb.perturb_wplus(w, torch.tensor([False]), random.Random(0), torch.Generator(),
                                    [1, 0, 0, 0, 0], kind="extrapolate", others=other)
     assert not torch.allclose(out, w)  # ...so the trainer passes another identity
+
+
+def test_bad_base_model_path_is_a_clear_error(tmp_path):
+    (tmp_path / "m.jsonl").write_text("")
+    r = subprocess.run([sys.executable, str(ROOT / "trainer" / "train.py"), "--pretrained-model",
+                        str(tmp_path / "nope"), "--manifest", str(tmp_path / "m.jsonl"), "--output-dir",
+                        str(tmp_path / "out"), "--report-to", "none"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "base model" in r.stderr and "Traceback" not in r.stderr

@@ -20,8 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trainer.engine import run
-    run(cfg)
+    from trainer.engine import Trainer
+    from wplus.errors import WPlusError
+    trainer = Trainer(cfg)
+    try:
+        trainer.setup()
+    except (FileNotFoundError, ValueError, WPlusError) as exc:  # bad paths/files/settings: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    trainer.train()
     return 0
 
 
