@@ -257,3 +257,35 @@ def test_bad_base_model_path_is_a_clear_error(tmp_path):
                         str(tmp_path / "nope"), "--manifest", str(tmp_path / "m.jsonl"), "--output-dir",
                         str(tmp_path / "out"), "--report-to", "none"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "base model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """Stage II runs no-grad passes with other tokens before the grad pass; recomputation in
+    backward must still see the grad pass's identity tokens."""
+    import wplus
+    from diffusers import UNet2DConditionModel
+    from trainer.engine import TrainModel
+    from trainer.tiny import TINY_UNET
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**TINY_UNET).requires_grad_(False)
+    adapter = wplus.WPlusAdapter.from_unet(unet)
+    model = TrainModel(unet, adapter)
+    g = torch.Generator().manual_seed(0)
+    x, ctx, w = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 77, 32, generator=g), _ws(2)
+    t = torch.tensor([5, 900])
+
+    def grads():
+        adapter.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            model(x, t, ctx, w.flip(0) * 5, 1.0)
+            model(x, t, ctx, w, 0.0)
+        model(x, t, ctx, w, 1.0).square().mean().backward()
+        return [p.grad.clone() for p in adapter.parameters()]
+
+    unet.eval()
+    plain = grads()
+    unet.enable_gradient_checkpointing()
+    unet.train()
+    ckpt = grads()
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(plain, ckpt))
+    model.handle.remove()

@@ -100,7 +100,9 @@ class Trainer:
             m.to(acc.device, dtype=dtype)
         adapter.to(acc.device)
         if cfg.gradient_checkpointing:
+            # diffusers only recomputes in train mode; SD UNets have no dropout, so train mode is harmless
             self.base.unet.enable_gradient_checkpointing()
+            self.base.unet.train()
         params = [p for p in adapter.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
