@@ -216,9 +216,8 @@ class GenerationSession:
             return
         self.detach()
         detach_all(unet)
-        handle = attach(unet, self.adapter)
+        handle = attach(unet, self.adapter, device=self.device)
         try:
-            self._follow_compute_device(unet)
             weight = self.adapter.proj.norm.weight
             with torch.no_grad():
                 codes = torch.cat([self.wplus, torch.zeros_like(self.wplus)]).to(weight.device, weight.dtype)
@@ -229,21 +228,6 @@ class GenerationSession:
         handle.scale = 0.0  # off until the first step says otherwise
         self._index_cache.clear()
         self.handle = handle
-
-    def _follow_compute_device(self, unet: nn.Module) -> None:
-        """`attach` puts the adapter where the UNet's weights are now. With the WebUI's --medvram /
-        --lowvram they wait on the CPU and move to the GPU only for their forward, so keep the
-        adapter (and the bank) on the device the host computes on, in the UNet's dtype."""
-        if self.device is None:
-            return
-        device = torch.device(self.device)
-        weight = self.adapter.proj.norm.weight
-        if weight.device == device or (device.type == weight.device.type and device.index is None):
-            return
-        from .layers import cross_attention_layers
-
-        unet_dtype = cross_attention_layers(unet)[0].to_out[0].weight.dtype
-        self.adapter.to(device=device, dtype=unet_dtype if device.type != "cpu" else weight.dtype)
 
     def on_step(self, n_rows: int, n_cond: int, step: int, total_steps: int, hires: bool = False) -> float:
         """Before the UNet calls of one sampler step: rows -> bank rows, λ or 0 (delayed start)."""

@@ -24,7 +24,8 @@ _ATTR = "_wplus_handle"
 class AttachHandle:
     """A live attachment. Set `tokens` (or `set_bank` + `row_index`) and `scale`; `remove()` undoes it."""
 
-    def __init__(self, unet: nn.Module, adapter: WPlusAdapter, cast: bool = True) -> None:
+    def __init__(self, unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
+                 device: torch.device | str | None = None) -> None:
         self.unet = unet
         self.adapter = adapter
         self.scale: float = 1.0
@@ -33,7 +34,8 @@ class AttachHandle:
         _check_compatible(adapter, self._attns)
         ref = self._attns[0].to_out[0].weight
         if cast:
-            adapter.to(device=ref.device, dtype=_compute_dtype(ref))
+            target = torch.device(device) if device is not None else ref.device
+            adapter.to(device=target, dtype=_compute_dtype(target, ref.dtype))
         self._heads = [layer_heads(a) for a in self._attns]
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._bank_rows = 0
@@ -148,14 +150,18 @@ class AttachHandle:
         self.remove()
 
 
-def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True) -> AttachHandle:
+def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
+           device: torch.device | str | None = None) -> AttachHandle:
     """Plug `adapter` into `unet` (replacing any earlier attachment).
 
-    cast=True moves the adapter to the UNet's device and dtype (inference); the trainer passes
-    cast=False to keep fp32 master weights, and the branch then computes in the adapter's dtype.
+    cast=True moves the adapter to the UNet's device and dtype (inference); `device` overrides the
+    device for hosts whose UNet weights wait elsewhere between forwards (WebUI --medvram/--lowvram).
+    The trainer passes cast=False to keep fp32 master weights; the branch then computes in the
+    adapter's dtype. Should the UNet's activations still arrive on another device, the branch
+    follows them at the first call.
     """
     detach_all(unet)
-    handle = AttachHandle(unet, adapter, cast=cast)
+    handle = AttachHandle(unet, adapter, cast=cast, device=device)
     object.__setattr__(unet, _ATTR, handle)
     return handle
 
@@ -181,8 +187,8 @@ def _check_compatible(adapter: WPlusAdapter, attns: list[nn.Module]) -> None:
         )
 
 
-def _compute_dtype(ref: torch.Tensor) -> torch.dtype:
+def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     # CPUs may lack fast fp16 kernels: run the branch in fp32 there and cast back.
-    if ref.device.type == "cpu" and ref.dtype == torch.float16:
+    if device.type == "cpu" and dtype == torch.float16:
         return torch.float32
-    return ref.dtype
+    return dtype
