@@ -44,14 +44,19 @@ def test_stage_yaml_then_cli_overrides(tmp_path):
         parse_config(["--config", str(own)])
 
 
-def test_validate_rejects_bad_settings():
-    base = dict(pretrained_model="m", manifest="x.jsonl")
+def test_validate_rejects_bad_settings(tmp_path):
+    (tmp_path / "x.jsonl").write_text("")
+    base = dict(pretrained_model=str(tmp_path), manifest=str(tmp_path / "x.jsonl"))
     with pytest.raises(ValueError, match="--init"):
         TrainConfig(stage=2, **base).validate()
     with pytest.raises(ValueError, match="drop"):
         TrainConfig(i_drop_rate=0.6, t_drop_rate=0.6, **base).validate()
     with pytest.raises(ValueError, match="pretrained"):
         TrainConfig(manifest="x").validate()
+    with pytest.raises(ValueError, match="manifest .* not found"):
+        TrainConfig(pretrained_model=str(tmp_path), manifest=str(tmp_path / "none.jsonl")).validate()
+    with pytest.raises(ValueError, match="no such adapter"):
+        TrainConfig(stage=2, init=str(tmp_path / "a.safetensors"), **base).validate()
 
 
 def test_train_py_reports_missing_manifest_cleanly():

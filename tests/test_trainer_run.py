@@ -148,7 +148,7 @@ def overfit(work):
     from trainer.engine import run
     cfg = TrainConfig(
         stage=1, pretrained_model=str(work / "sd"), manifest=str(work / "data" / "manifest.jsonl"),
-        resolution=RES, train_batch_size=2, max_steps=12, learning_rate=1e-2, mixed_precision="no",
+        resolution=RES, train_batch_size=2, max_steps=10, learning_rate=1e-2, mixed_precision="no",
         output_dir=str(work / "overfit"), overfit_batch=True, i_drop_rate=0, t_drop_rate=0, ti_drop_rate=0,
         report_to="none", progress=False, checkpoint_every=0,
     )
@@ -159,9 +159,9 @@ def test_rec_loss_falls_when_overfitting_one_batch(overfit):
     # Same images, prompts, noise and timesteps every step: the loss must go down step after step.
     # (The tiny UNet's random weights cap how far the identity branch alone can fit the noise.)
     rec = [h["rec"] for h in overfit.history]
-    assert len(rec) == 12 and all(torch.isfinite(torch.tensor(rec)))
+    assert len(rec) == 10 and all(torch.isfinite(torch.tensor(rec)))
     falls = sum(b < a for a, b in zip(rec, rec[1:]))
-    assert falls >= 9 and sum(rec[-4:]) / 4 < sum(rec[:4]) / 4 - 0.03 and rec[-1] < rec[0] - 0.05, rec
+    assert falls >= 8 and sum(rec[-4:]) / 4 < sum(rec[:4]) / 4 - 0.03 and rec[-1] < rec[0] - 0.05, rec
 
 
 def _inputs(context_dim):

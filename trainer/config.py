@@ -143,6 +143,13 @@ class TrainConfig:
             raise ValueError("--pretrained-model is required (a diffusers folder or a .safetensors/.ckpt)")
         if self.manifest is None:
             raise ValueError("--manifest is required (write one with: python trainer/prepare.py)")
+        if not Path(self.pretrained_model).exists():
+            raise ValueError(f"base model {self.pretrained_model} not found (a diffusers folder or a "
+                             ".safetensors/.ckpt file)")
+        if not Path(self.manifest).is_file():
+            raise ValueError(f"manifest {self.manifest} not found; write one with: python trainer/prepare.py")
+        if self.init and not Path(self.init).is_file():
+            raise ValueError(f"--init {self.init}: no such adapter file")
         if self.stage == 2 and not self.init and not self.resume:
             raise ValueError("Stage II needs --init STAGE1_WEIGHTS (the Stage I adapter)")
         for name in ("i_drop_rate", "t_drop_rate", "ti_drop_rate", "caption_prob"):

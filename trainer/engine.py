@@ -98,6 +98,8 @@ class Trainer:
         dtype = self.weight_dtype
         for m in [self.base.unet, self.base.vae, *self.base.text_encoders]:
             m.to(acc.device, dtype=dtype)
+        if self.base.is_sdxl and dtype == torch.float16:
+            self.base.vae.to(dtype=torch.float32)  # the SDXL VAE overflows in fp16
         adapter.to(acc.device)
         if cfg.gradient_checkpointing:
             # diffusers only recomputes in train mode; SD UNets have no dropout, so train mode is harmless
@@ -139,9 +141,10 @@ class Trainer:
         rng = random.Random(seed_for(cfg.seed + 1, micro, acc.process_index))
         device, dtype = acc.device, self.weight_dtype
         with torch.no_grad():
-            pixels = batch["pixels"].to(device, dtype)
+            pixels = batch["pixels"].to(device, base.vae.dtype)
             dist = base.vae.encode(pixels).latent_dist
             latents = (dist.mean + dist.std * _randn(dist.mean.shape, gen, dist.mean)) * base.vae.config.scaling_factor
+            latents = latents.to(dtype)
             noise = _randn(latents.shape, gen, latents)
             t = torch.randint(0, base.scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen)
             t = t.to(device)

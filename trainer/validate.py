@@ -44,7 +44,7 @@ def sample(base, model, w: torch.Tensor, prompt: str, seed: int, steps: int, gui
         pred = unet(inp, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
         cond, uncond = pred.chunk(2)
         x = sched.step(uncond + guidance * (cond - uncond), t, x).prev_sample
-    img = vae.decode(x / vae.config.scaling_factor).sample[0].float()
+    img = vae.decode((x / vae.config.scaling_factor).to(vae.dtype)).sample[0].float()
     arr = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr)
 
