@@ -179,19 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python trainer/train.py",
         description="Train the W+ adapter (both stages of the paper) on a diffusers or WebUI model. "
         "Settings come from trainer/configs/stage{N}.yaml (or --config), then from these flags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", help="YAML file with any of the options below (snake_case keys).")
     hints = get_type_hints(TrainConfig)
+    stage_values = {n: load_yaml(CONFIG_DIR / f"stage{n}.yaml") for n in (1, 2)
+                    if (CONFIG_DIR / f"stage{n}.yaml").is_file()}
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in _fields():
         meta = f.metadata
         group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
-        kw: dict[str, Any] = {"dest": f.name, "help": meta["help"] + f" (default: {default!r})"}
+        flags = ["--" + f.name.replace("_", "-")]
+        if "_" in f.name and tp is not bool:
+            flags.append("--" + f.name)  # the paper's scripts spell flags with underscores
+        shown = f"default: {default!r}"
+        for n, values in stage_values.items():
+            if f.name in values and values[f.name] != default and f.name != "stage":
+                shown += f"; stage{n}.yaml: {values[f.name]!r}"
+        kw: dict[str, Any] = {"dest": f.name, "help": meta["help"] + f" ({shown})"}
         if "choices" in meta:
             kw["choices"] = meta["choices"]
         if tp is bool:
