@@ -294,3 +294,23 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     ckpt = grads()
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(plain, ckpt))
     model.handle.remove()
+
+
+def test_worker_processes_give_the_same_batches(tmp_path):
+    cfg = TrainConfig(stage=2, resolution=32, train_batch_size=2, num_workers=0)
+    recs = data_mod.stage_records(data_mod.read_manifest(_manifest(tmp_path)), 2)
+    a = next(iter(data_mod.make_loader(cfg, recs, 1, 0, start=3)))
+    cfg.num_workers = 1
+    b = next(iter(data_mod.make_loader(cfg, recs, 1, 0, start=3)))
+    assert a["id"] == b["id"] and a["text"] == b["text"]
+    assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["face_mask"], b["face_mask"])
+
+
+def test_unsafe_ckpt_pickles_are_refused_with_advice(tmp_path):
+    import pickle
+    from trainer.models import read_checkpoint
+    path = tmp_path / "model.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": {}, "callbacks": random.Random()}, f, protocol=2)
+    with pytest.raises(ValueError, match="safetensors"):
+        read_checkpoint(path)

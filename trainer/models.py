@@ -172,7 +172,12 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickles with code objects (old Lightning callbacks), corrupt files
+        raise ValueError(f"{path} cannot be read safely as a checkpoint ({type(exc).__name__}: {exc}). "
+                         "Convert it to .safetensors (e.g. with the WebUI's checkpoint merger, "
+                         "'safetensors' format) or use a diffusers folder.") from None
     while isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     return sd
