@@ -223,7 +223,8 @@ def soften_mask(rng: random.Random, mask: Image.Image, cfg: TrainConfig) -> Imag
     blur = rng.uniform(*cfg.mask_blur) * size
     if erode >= 1:
         dist = distance_transform_cdt(face, metric="chessboard")
-        face = dist > erode / 2
+        eroded = dist > erode / 2
+        face = eroded if eroded.any() else face  # a tiny face keeps its mask rather than vanish
     out = Image.fromarray((face * 255).astype(np.uint8))
     if blur >= 1:
         out = out.filter(ImageFilter.GaussianBlur(radius=0.15 * blur))
