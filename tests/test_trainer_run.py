@@ -203,3 +203,17 @@ def test_exported_adapter_matches_the_trainer_on_diffusers_and_ldm(overfit, work
         plain = unet(x, t, encoder_hidden_states=ctx).sample
     assert (plain - ours).abs().max().item() > 1e-3
 
+
+
+def test_export_cli_from_a_checkpoint(runs, tmp_path):
+    import wplus
+    from trainer.export import main
+    ckpt = runs[1] / "checkpoints" / "step-0000004"
+    assert main([str(ckpt), str(tmp_path), "--official", "--half"]) == 0
+    half = load_file(str(tmp_path / "wplus_adapter.safetensors"))
+    full = load_file(str(ckpt / "wplus_adapter.safetensors"))
+    assert all(half[k].dtype == torch.float16 and torch.equal(half[k], full[k].half()) for k in full)
+    official = torch.load(tmp_path / "wplus_adapter.bin", weights_only=True)
+    assert set(official) == {"w_proj", "wplus_adapter"} and "1.to_q_wplus.weight" in official["wplus_adapter"]
+    assert wplus.load_adapter(tmp_path / "wplus_adapter.bin").context_dim == 32
+    assert main([str(tmp_path / "missing"), str(tmp_path)]) == 2
