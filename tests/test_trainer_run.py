@@ -217,3 +217,20 @@ def test_export_cli_from_a_checkpoint(runs, tmp_path):
     assert set(official) == {"w_proj", "wplus_adapter"} and "1.to_q_wplus.weight" in official["wplus_adapter"]
     assert wplus.load_adapter(tmp_path / "wplus_adapter.bin").context_dim == 32
     assert main([str(tmp_path / "missing"), str(tmp_path)]) == 2
+
+
+def test_mixed_precision_keeps_fp32_adapter_weights(runs, work):
+    """bf16 autocast (what fp16/bf16 do on GPUs, here on CPU): frozen models in bf16, adapter in fp32."""
+    from trainer.config import TrainConfig
+    from trainer.engine import run
+    init = runs[0] / "wplus_adapter.safetensors"
+    tr = run(TrainConfig(stage=2, init=str(init), pretrained_model=str(work / "sd"),
+                         manifest=str(work / "data" / "manifest.jsonl"), resolution=RES, train_batch_size=2,
+                         max_steps=2, mixed_precision="bf16", output_dir=str(work / "bf16"), report_to="none",
+                         progress=False, checkpoint_every=0, validation_every=2, validation_steps=2))
+    assert tr.base.unet.dtype == torch.bfloat16 and all(p.dtype == torch.float32 for p in tr.adapter.parameters())
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in tr.history)
+    before, after = load_file(str(init)), load_file(str(work / "bf16" / "wplus_adapter.safetensors"))
+    assert all(after[k].dtype == torch.float32 for k in after)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("proj."))
+    assert (work / "bf16" / "samples" / "step-0000002.png").is_file()

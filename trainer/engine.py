@@ -75,6 +75,7 @@ class Trainer:
         from accelerate.utils import ProjectConfiguration
         cfg = self.cfg.validate()
         self.out = Path(cfg.output_dir)
+        _allow_new_precision(cfg.mixed_precision)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             mixed_precision=cfg.mixed_precision,
@@ -319,6 +320,17 @@ class Trainer:
             return None
         model = self.accelerator.unwrap_model(self.model)
         return render_validation(self, model)
+
+
+def _allow_new_precision(mixed_precision: str) -> None:
+    """accelerate keeps one global state per process; a second in-process run (tests, notebooks)
+    with another precision would be refused, so drop the old precision (the process group stays)."""
+    from accelerate.state import AcceleratorState
+    try:
+        if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+            AcceleratorState._reset_state(reset_partial_state=False)
+    except (AttributeError, TypeError):  # a future accelerate without these internals
+        pass
 
 
 def _load_weights(adapter: wplus.WPlusAdapter, loaded: wplus.WPlusAdapter, source: str) -> None:
