@@ -133,8 +133,10 @@ def test_sdxl_training_step_uses_both_text_encoders_and_time_ids(tmp_path):
                                             "wplus": str(E4E / f"{i}.pth")}) + "\n" for i in (1, 2)))
     trainer = run(TrainConfig(stage=1, pretrained_model=str(sd), manifest=str(manifest), resolution=64,
                               train_batch_size=2, max_steps=2, mixed_precision="no", output_dir=str(tmp_path / "out"),
-                              report_to="none", progress=False, checkpoint_every=0))
+                              report_to="none", progress=False, checkpoint_every=0, validation_every=2,
+                              validation_steps=2))
     assert len(trainer.history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.history)
+    assert (tmp_path / "out" / "samples" / "step-0000002.png").is_file()  # SDXL sampling with time ids
     import wplus
     exported = wplus.load_adapter(tmp_path / "out" / "wplus_adapter.safetensors")
     from wplus.layers import cross_attention_layers
