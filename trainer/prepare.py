@@ -132,6 +132,8 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
             manifest.flush()
             report.done += 1
             log(f"[{n}/{len(jobs)}] {image.name} -> {sid}")
+    from wplus.faces import release_models
+    release_models()  # face networks were kept loaded across photos
     return report
 
 
