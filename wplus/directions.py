@@ -26,6 +26,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .pickles import load_pickle
 from .errors import DirectionError, MissingWeightsError
 
 NUM_LAYERS = 18
@@ -284,7 +285,7 @@ def _user_kwargs(vec: torch.Tensor, stem: str, meta: Mapping[str, str], path: Pa
 
 def _torch_load(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_pickle(path)
     except Exception as exc:  # a pickle with code, or a corrupt file
         raise DirectionError(f"{path} is not a plain tensor file torch can load safely ({exc})") from None
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 import torch
 from torch import nn
 
+from .pickles import load_pickle
 from . import e4e_encoder, stylegan2
 from .errors import E4EFormatError, MissingWeightsError
 
@@ -128,11 +129,11 @@ def _st_dtype(name: str) -> torch.dtype:
 def _torch_load(path: Path) -> Any:
     try:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return load_pickle(path, mmap=True)
         except RuntimeError as e:
             if "mmap" not in str(e):
                 raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return load_pickle(path)
     except Exception as e:
         kind = type(e).__name__
         hint = ("it pickles code objects, not only weights; refusing to run them"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .pickles import load_pickle
 from .errors import MissingWeightsError, WPlusError
 from .images import NormalizedImage
 
@@ -96,7 +97,7 @@ def _device() -> str:
 
 def _load_state(path: Path) -> dict:
     import torch
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = load_pickle(str(path))
     if isinstance(state, dict) and "params" in state and isinstance(state["params"], dict):
         state = state["params"]
     return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .pickles import load_pickle
 from .errors import IdentityFormatError, IdentityNotFoundError, WPlusError
 
 FORMAT = "wplus-identity"
@@ -162,7 +163,7 @@ def load_identity(name_or_path: str | os.PathLike, folder: str | os.PathLike | N
 
 def _load_pickle(path: Path) -> Identity:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_pickle(path)
     except Exception as exc:
         raise IdentityFormatError(f"{path} is not a W+ file torch can load safely ({exc})") from None
     if isinstance(obj, dict):

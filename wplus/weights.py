@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from .pickles import load_pickle
 from .adapter import WPlusAdapter
 from .errors import AdapterFormatError
 from .layers import FAMILY_NAMES, LayerSpec
@@ -69,7 +70,7 @@ def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False
 
 def _read_official(path: Path) -> tuple[dict, dict, dict]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        state = load_pickle(path)
     except Exception as exc:  # pickle/zip errors come in many types
         raise AdapterFormatError(
             f"{path.name} is not a readable W+ adapter (corrupt or incomplete download?): {exc}. "
