@@ -59,6 +59,7 @@ def warn(p: Any, message: str) -> None:
     """Visible under the image, in the image's parameters and the API's `info` (as "Wplus warning":
     the API's info has no comments) and in the console."""
     text = message if message.startswith("W+") else f"W+ Adapter: {message}"
+    text = text.replace(": W+: ", ": ")  # "W+ Adapter disabled: W+: no face" reads once
     if hasattr(p, "comment"):
         p.comment(text)
     extra = getattr(p, "extra_generation_params", None)
@@ -106,6 +107,7 @@ class WPlusScript(scripts.Script):
         return panel_state.apply_xyz(request, getattr(p, panel_state.XYZ_ATTR, None))
 
     def process(self, p: Any, *args: Any) -> None:
+        own_generation_params(p)
         close_session(p)
         close_stale_sessions()  # e.g. an X/Y/Z cell that raised: xyz_grid never closes its copy of p
         unet = generation.unet_of(p.sd_model)
@@ -133,6 +135,17 @@ class WPlusScript(scripts.Script):
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         close_session(p)
+
+
+def own_generation_params(p: Any) -> None:
+    """xyz_grid's cells are shallow copies of one `p`: give each its own parameters and comments,
+    without the W+ entries an earlier cell left there."""
+    extra = getattr(p, "extra_generation_params", None)
+    if isinstance(extra, dict):
+        p.extra_generation_params = {k: v for k, v in extra.items() if not k.startswith(infotext.PREFIX + " ")}
+    comments = getattr(p, "comments", None)
+    if isinstance(comments, dict):
+        p.comments = {k: v for k, v in comments.items() if not str(k).startswith("W+")}
 
 
 # --- session lifetime ---------------------------------------------------------------------------

@@ -83,4 +83,7 @@ def add_axes() -> int:
     return len(new)
 
 
+# With --nowebui the API builds xyz_grid's UI (which copies its axis list) before on_before_ui runs;
+# the WebUI loads its built-in scripts, xyz_grid among them, before extensions, so add them now too.
+add_axes()
 script_callbacks.on_before_ui(add_axes)

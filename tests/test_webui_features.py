@@ -156,6 +156,11 @@ def test_xyz_axes_are_registered_and_apply_their_values(env):
     assert "Wplus edits" not in cells[0][1].infotexts[0]
     assert "Wplus edits: smile=2" in cells[1][1].infotexts[0]
     assert f"Wplus identity hash: {code_hash(expected_code({'smile': 2.0}))}" in cells[1][1].infotexts[0]
+    # xyz_grid's cells are shallow copies sharing one params dict: a later cell must not inherit
+    # an earlier cell's W+ entries (found running the real WebUI).
+    cells = xyz.run_axis(p, "[W+] Edit smile", ["2", "0"])
+    assert "Wplus edits: smile=2" in cells[0][1].infotexts[0]
+    assert "Wplus edits" not in cells[1][1].infotexts[0]
     cells = xyz.run_axis(p, "[W+] Start at step (%)", ["0", "60"])
     assert "Wplus start: 60" in cells[1][1].infotexts[0]
     assert not torch.equal(cells[0][1].images[0], cells[1][1].images[0])

@@ -54,7 +54,7 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
                                       elem_id=elem_id("reference"), visible=d.source == SOURCES[0], height=256)
             with gr.Column(visible=d.source == SOURCES[1]) as id_col:
                 with gr.Row():
-                    f["identity"] = gr.Dropdown(list(identities), value=d.identity or None, label="W+ saved identity",
+                    f["identity"] = gr.Dropdown(list(identities), value=d.identity or "", label="W+ saved identity",
                                                 elem_id=elem_id("identity"))
                     refresh_ids = tool(value=REFRESH_SYMBOL, elem_id=elem_id("refresh_identities"))
             with gr.Column(visible=d.source == SOURCES[2]) as seed_col:
@@ -78,7 +78,7 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
             with gr.Row():
                 f["reference2"] = gr.Image(label="W+ second photo", type="pil", source="upload",
                                            elem_id=elem_id("reference2"), visible=d.source2 == SOURCES[0], height=192)
-                f["identity2"] = gr.Dropdown(list(identities), value=d.identity2 or None,
+                f["identity2"] = gr.Dropdown(list(identities), value=d.identity2 or "",
                                              label="W+ second saved identity", elem_id=elem_id("identity2"),
                                              visible=d.source2 == SOURCES[1])
                 f["seed2"] = gr.Number(value=d.seed2, precision=0, label="W+ second identity seed",
