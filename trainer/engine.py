@@ -74,6 +74,9 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
         cfg = self.cfg.validate()
+        if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+            print("W+ trainer: fp16 needs a GPU; training in fp32 on this machine (--mixed-precision no)")
+            cfg.mixed_precision = "no"
         self.out = Path(cfg.output_dir)
         _allow_new_precision(cfg.mixed_precision)
         self.accelerator = Accelerator(
