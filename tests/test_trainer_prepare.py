@@ -131,3 +131,16 @@ def test_missing_wplus_source_is_a_clear_skip(tmp_path):
     shutil.copy(E4E / "3.png", faces / "x.png")
     report = prepare(tmp_path / "out", faces=faces, log=lambda s: None)
     assert report.done == 0 and "--e4e" in report.skipped[0]["reason"]
+
+
+def test_worker_processes_prepare_the_same_faces(prepared, tmp_path):
+    root, _, _ = prepared
+    report = prepare(tmp_path / "data", faces=root / "faces", wplus_dir=root / "faces", workers=2,
+                     log=lambda s: None)
+    assert report.done == 2 and not report.skipped
+    ours = data_mod.read_manifest(tmp_path / "data" / "manifest.jsonl")
+    ref = data_mod.read_manifest(root / "data" / "manifest.jsonl")[:2]
+    for a, b in zip(ours, ref):
+        assert a["id"] == b["id"]
+        assert np.array_equal(np.asarray(Image.open(a["aligned"])), np.asarray(Image.open(b["aligned"])))
+        assert np.array_equal(np.asarray(Image.open(a["mask"])), np.asarray(Image.open(b["mask"])))

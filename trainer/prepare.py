@@ -13,7 +13,9 @@ why). Resumable: samples already in the manifest are not redone.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field
@@ -24,12 +26,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 WPLUS_SUFFIXES = (".pth", ".pt", ".safetensors", ".npy")
-Encoder = Callable[[torch.Tensor], torch.Tensor]  # (B,3,256,256) in [-1,1] -> (B,18,512)
+Encoder = Callable  # torch: (B,3,256,256) in [-1,1] -> (B,18,512); torch is imported lazily (light workers)
 
 
 @dataclass
@@ -73,7 +74,7 @@ def wild_face_mask(prepared, size: tuple[int, int]) -> Image.Image:
                           resample=Image.BILINEAR, fillcolor=0)
 
 
-def _save_wplus(w: torch.Tensor, path: Path) -> None:
+def _save_wplus(w, path: Path) -> None:
     from safetensors.torch import save_file
     save_file({"wplus": w.detach().float().reshape(1, 18, 512).contiguous().cpu()}, str(path))
 
@@ -92,9 +93,11 @@ def _load_manifest(path: Path) -> dict[str, dict]:
 def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[str | Path] = None,
             encoder: Optional[Encoder] = None, wplus_dir: Optional[str | Path] = None,
             backend: str = "dlib", size: int = 512, require_single: bool = False,
-            log: Callable[[str], None] = print) -> Report:
-    """Process FACES (Stage I) and WILD (Stage II) folders into OUT; returns what was done/skipped."""
-    import wplus
+            log: Callable[[str], None] = print, workers: int = 1) -> Report:
+    """Process FACES (Stage I) and WILD (Stage II) folders into OUT; returns what was done/skipped.
+
+    workers > 1 detects and aligns faces in that many processes (the encoder stays in this one).
+    """
     from wplus.errors import WPlusError
     from wplus.identity import image_to_batch
 
@@ -113,34 +116,57 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
             jobs += [(kind, p) for p in list_images(Path(folder))]
     if not jobs:
         raise ValueError("nothing to prepare: give --faces and/or --wild folders with images")
-    with open(manifest_path, "a") as manifest, open(out / "skipped.jsonl", "a") as skipped:
-        for n, (kind, image) in enumerate(jobs, 1):
-            sid = f"{kind}-{image.stem}"
-            if sid in known:
-                report.reused += 1
-                continue
-            try:
-                rec = _one(kind, image, sid, out, encoder, find_wplus(wplus_dir, image.stem), backend, size,
-                           require_single, image_to_batch, wplus.prepare_reference)
-            except (WPlusError, OSError, ValueError) as exc:
-                entry = {"image": str(image), "reason": f"{type(exc).__name__}: {exc}"}
-                report.skipped.append(entry)
-                skipped.write(json.dumps(entry) + "\n")
-                log(f"[{n}/{len(jobs)}] skip {image.name}: {exc}")
-                continue
-            manifest.write(json.dumps(rec) + "\n")
-            manifest.flush()
-            report.done += 1
-            log(f"[{n}/{len(jobs)}] {image.name} -> {sid}")
+    todo = []
+    for kind, image in jobs:
+        if f"{kind}-{image.stem}" in known:
+            report.reused += 1
+        else:
+            todo.append((kind, image))
+    detect = functools.partial(_detect, backend=backend, size=size, require_single=require_single)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and len(todo) > 1 else None
+    results = pool.imap(detect, todo, chunksize=4) if pool else map(detect, todo)
+    try:
+        with open(manifest_path, "a") as manifest, open(out / "skipped.jsonl", "a") as skipped:
+            for n, ((kind, image), (prep, error)) in enumerate(zip(todo, results), 1):
+                sid = f"{kind}-{image.stem}"
+                if error is None:
+                    try:
+                        rec = _finish(kind, image, sid, out, prep, encoder, find_wplus(wplus_dir, image.stem),
+                                      image_to_batch)
+                    except (WPlusError, OSError, ValueError) as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                if error is not None:
+                    entry = {"image": str(image), "reason": error}
+                    report.skipped.append(entry)
+                    skipped.write(json.dumps(entry) + "\n")
+                    log(f"[{n}/{len(todo)}] skip {image.name}: {error}")
+                    continue
+                manifest.write(json.dumps(rec) + "\n")
+                manifest.flush()
+                report.done += 1
+                log(f"[{n}/{len(todo)}] {image.name} -> {sid}")
+    finally:
+        if pool is not None:
+            pool.terminate()
     from wplus.faces import release_models
     release_models()  # face networks were kept loaded across photos
     return report
 
 
-def _one(kind: str, image: Path, sid: str, out: Path, encoder: Optional[Encoder], wfile: Optional[Path],
-         backend: str, size: int, require_single: bool, image_to_batch, prepare_reference) -> dict:
-    prep = prepare_reference(str(image), backend=backend, size=size, require_single=require_single,
-                             keep_models=True)
+def _detect(job: tuple[str, Path], backend: str, size: int, require_single: bool):
+    """Detect + align + mask one photo (runs in worker processes): (PreparedFace, None) or (None, reason)."""
+    from wplus import prepare_reference
+    from wplus.errors import WPlusError
+    try:
+        return prepare_reference(str(job[1]), backend=backend, size=size, require_single=require_single,
+                                 keep_models=True), None
+    except (WPlusError, OSError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _finish(kind: str, image: Path, sid: str, out: Path, prep, encoder: Optional[Encoder],
+            wfile: Optional[Path], image_to_batch) -> dict:
+    """Encode (main process: one encoder) and write the files and record of one prepared face."""
     rel = lambda p: os.path.relpath(p, out)
     aligned, mask, wpath = out / "aligned" / f"{sid}.png", out / "masks" / f"{sid}.png", out / "wplus" / f"{sid}.safetensors"
     prep.aligned.save(aligned)
@@ -149,6 +175,7 @@ def _one(kind: str, image: Path, sid: str, out: Path, encoder: Optional[Encoder]
         from trainer.data import load_wplus
         w = load_wplus(wfile)
     elif encoder is not None:
+        import torch
         with torch.no_grad():
             w = encoder(image_to_batch(prep.masked, 256))
         if tuple(w.shape[-2:]) != (18, 512):
@@ -186,6 +213,7 @@ def _has_rotation(im: Image.Image) -> bool:
 
 def e4e_encoder(path: str, device: Optional[str] = None) -> Encoder:
     """The real e4e (loaded once, on the GPU when there is one)."""
+    import torch
     import wplus
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = wplus.load_e4e(path, device=device)
@@ -205,11 +233,12 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     p.add_argument("--require-single", action="store_true", help="skip photos with several faces "
                    "(default: use the largest face)")
     p.add_argument("--device", help="device for e4e (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=1, help="processes for face detection and alignment")
     args = p.parse_args(list(argv) if argv is not None else None)
     encoder = e4e_encoder(args.e4e, args.device) if args.e4e else None
     try:
         report = prepare(args.out, args.faces, args.wild, encoder, args.wplus_dir, args.backend, args.size,
-                         args.require_single)
+                         args.require_single, workers=args.workers)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
