@@ -55,6 +55,10 @@ def test_validate_rejects_bad_settings(tmp_path):
         TrainConfig(manifest="x").validate()
     with pytest.raises(ValueError, match="manifest .* not found"):
         TrainConfig(pretrained_model=str(tmp_path), manifest=str(tmp_path / "none.jsonl")).validate()
+    with pytest.raises(ValueError, match="takes a range"):
+        TrainConfig(aug_scale=[1.2], **base).validate()
+    with pytest.raises(ValueError, match="template"):
+        TrainConfig(templates=[], **base).validate()
     with pytest.raises(ValueError, match="no such adapter"):
         TrainConfig(stage=2, init=str(tmp_path / "a.safetensors"), **base).validate()
 

@@ -159,6 +159,12 @@ class TrainConfig:
             raise ValueError("i_drop_rate + t_drop_rate + ti_drop_rate must not exceed 1")
         if len(self.perturb_probs) != 5 or min(self.perturb_probs) < 0 or sum(self.perturb_probs) <= 0:
             raise ValueError("perturb_probs needs 5 non-negative weights")
+        if self.stage == 1 and not self.templates:
+            raise ValueError("--templates needs at least one prompt template")
+        for name in ("aug_scale", "mask_erode", "mask_blur"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
+                raise ValueError(f"--{name.replace('_', '-')} takes a range: two numbers, low then high")
         if self.resolution % 8:
             raise ValueError("resolution must be a multiple of 8")
         return self
