@@ -145,6 +145,12 @@ def test_manifest_errors(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"id": 1, "aligned": "a.png"}\n')
     with pytest.raises(ValueError, match="no Stage 1 samples"):
         data_mod.stage_records(data_mod.read_manifest(tmp_path / "m.jsonl"), 1)
+    (tmp_path / "m.jsonl").write_text('{"id": 1, "aligned": "a.png", "wplus": "a.pth"}\n')
+    with pytest.raises(ValueError, match="2 file.*relative to the manifest"):
+        data_mod.stage_records(data_mod.read_manifest(tmp_path / "m.jsonl"), 1)
+    (tmp_path / "m.jsonl").write_text('{"id": 1, "aligned": \n')
+    with pytest.raises(ValueError, match="m.jsonl:1: not JSON"):
+        data_mod.read_manifest(tmp_path / "m.jsonl")
 
 
 def test_wild_augmentation_keeps_the_face_in_view():

@@ -53,6 +53,10 @@ def stage_records(records: list[dict], stage: int) -> list[dict]:
     usable = [r for r in records if all(r.get(k) for k in need)]
     if not usable:
         raise ValueError(f"the manifest has no Stage {stage} samples (records with {', '.join(need)})")
+    missing = [r[k] for r in usable for k in need if not Path(r[k]).is_file()]
+    if missing:
+        raise ValueError(f"{len(missing)} file(s) named in the manifest do not exist, e.g. {missing[:3]}; "
+                         "paths are relative to the manifest's folder")
     return usable
 
 
