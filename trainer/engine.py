@@ -91,6 +91,7 @@ class Trainer:
             save_config(cfg, self.out / "config.json")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        self.records = data_mod.stage_records(data_mod.read_manifest(cfg.manifest), cfg.stage)  # fail fast
         self.base = load_base_model(cfg.pretrained_model, arch=cfg.arch, original_config=cfg.original_config,
                                     tokenizer=cfg.tokenizer, cache_dir=self.out,
                                     prediction_type=cfg.prediction_type)
@@ -182,7 +183,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> "Trainer":
         cfg, acc = self.cfg, self.accelerator
-        records = self.records = data_mod.stage_records(data_mod.read_manifest(cfg.manifest), cfg.stage)
+        records = self.records
         accum = cfg.gradient_accumulation_steps
         start = 0 if cfg.overfit_batch else self.step * accum
         loader = data_mod.make_loader(cfg, records, acc.num_processes, acc.process_index, start)
