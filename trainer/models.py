@@ -205,6 +205,8 @@ def _load_single_file(p: Path, arch: str, original_config: Optional[str], tokeni
     ocfg_path = Path(original_config) if original_config else MODEL_CONFIGS / f"{arch}.yaml"
     ocfg = yaml.safe_load(ocfg_path.read_text())
     unet_cfg = sfu.create_unet_diffusers_config_from_ldm(ocfg, sd)
+    if arch == "sd2":
+        unet_cfg["upcast_attention"] = True  # SD2.1 overflows in fp16 attention otherwise
     if arch == "sdxl":
         unet_cfg.update(addition_embed_type="text_time", addition_time_embed_dim=256)
         adm = ocfg["model"]["params"]["network_config"]["params"].get("adm_in_channels")
