@@ -102,6 +102,8 @@ def test_broadcast_and_wrong_row_count(ref, adapter):
         handle.tokens = adapter.project(io["wplus"])  # 2 rows for a 6-row batch
         with pytest.raises(WPlusError, match="6 batch rows"):
             ref.run(ref.context)
+        with pytest.raises(WPlusError, match="2-row token bank"):
+            handle.row_index = torch.tensor([0, 1, 2])
         with pytest.raises(WPlusError, match=r"\(N,4,32\)"):
             handle.tokens = torch.zeros(2, 4, 7)
 

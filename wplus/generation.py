@@ -237,8 +237,7 @@ class GenerationSession:
         key = (n_rows, n_cond)
         index = self._index_cache.get(key)
         if index is None:
-            device = self.adapter.proj.norm.weight.device
-            index = self._index_cache[key] = rows.cfg_row_index(n_rows, n_cond, device)
+            index = self._index_cache[key] = rows.cfg_row_index(n_rows, n_cond)
         handle.row_index = index
         handle.reset_rows()
         on = (hires and self.plan.hires_full) or rows.branch_on(step, total_steps, self.plan.start)

@@ -29,7 +29,7 @@ class AttachHandle:
         self.unet = unet
         self.adapter = adapter
         self.scale: float = 1.0
-        self.row_index: torch.Tensor | None = None
+        self._row_index: tuple[int, ...] | None = None
         self._attns = cross_attention_layers(unet)
         _check_compatible(adapter, self._attns)
         ref = self._attns[0].to_out[0].weight
@@ -72,6 +72,22 @@ class AttachHandle:
         self._kv = [layer.key_value(bank, h) for layer, h in zip(self.adapter.layers, self._heads)]
         self._bank_rows = bank.shape[0]
 
+    @property
+    def row_index(self) -> tuple[int, ...] | None:
+        """Bank row of each row of the host's full batch (None: row i uses bank row i)."""
+        return self._row_index
+
+    @row_index.setter
+    def row_index(self, index: torch.Tensor | list[int] | None) -> None:
+        # Kept as plain ints: read on every UNet call, it must not sync a GPU tensor each time.
+        if index is None:
+            self._row_index = None
+            return
+        values = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        if not values or min(values) < 0 or max(values) >= max(self._bank_rows, 1):
+            raise WPlusError(f"row_index must pick rows of the {self._bank_rows}-row token bank; got {values}")
+        self._row_index = tuple(int(i) for i in values)
+
     def reset_rows(self) -> None:
         """Start the next UNet call at row 0 of the layout (hosts call this at every sampler step)."""
         self._cursor = 0
@@ -85,16 +101,15 @@ class AttachHandle:
         self._selected = self._keys_values_for(self._next_rows(x.shape[0]))
 
     def _next_rows(self, n: int) -> tuple[int, ...]:
-        index = self.row_index if self.row_index is not None else torch.arange(self._bank_rows)
-        index = [int(i) for i in index]
+        index = self._row_index if self._row_index is not None else tuple(range(self._bank_rows))
         if len(index) == 1:
-            return tuple(index * n)
+            return index * n
         if self._cursor + n > len(index):
             raise WPlusError(
                 f"W+: the UNet was called with {n} batch rows but identity tokens were given for {len(index)} rows "
                 f"({self._cursor} already used this step). Give one token set per row, or (1,4,D) for all rows."
             )
-        rows = tuple(index[self._cursor : self._cursor + n])
+        rows = index[self._cursor : self._cursor + n]
         self._cursor = (self._cursor + n) % len(index)
         return rows
 
