@@ -61,19 +61,13 @@ def stage_records(records: list[dict], stage: int) -> list[dict]:
 
 
 def load_wplus(path: str | Path) -> torch.Tensor:
-    """A W+ code as (18,512) float32 from .pth (official N.pth), .safetensors or .npy."""
+    """A W+ code as (18,512) float32: identity files and official N.pth via `wplus.identity`, or .npy."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        data = load_file(str(path))
-        w = data.get("wplus", data.get("w", next(iter(data.values()))))
-    elif path.suffix == ".npy":
-        w = torch.from_numpy(np.load(path))
-    else:
-        w = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(w, dict):
-            w = w.get("wplus", w.get("w", w.get("latent")))
-    w = torch.as_tensor(w).detach().float().reshape(-1, *W_SHAPE)
+    if path.suffix != ".npy":
+        from wplus.identity import load_identity
+
+        return load_identity(path).wplus
+    w = torch.from_numpy(np.load(path)).float().reshape(-1, *W_SHAPE)
     if w.shape[0] != 1:
         raise ValueError(f"{path}: expected one W+ code (18,512), found {tuple(w.shape)}")
     return w[0].contiguous()
