@@ -404,17 +404,17 @@ def save_e4e_safetensors(source: Source, out: Union[str, os.PathLike]) -> Path:
     return out
 
 
-def to_input(image: Any) -> torch.Tensor:
-    """PIL image / HxWx3 uint8 array (an aligned face) -> (1, 3, 256, 256) in [-1, 1], as e4e's
-    inference transform (bilinear resize to 256, x / 127.5 - 1)."""
+def to_input(image: Any, size: int = 256) -> torch.Tensor:
+    """PIL image / HxWx3 array (an aligned face) -> (1, 3, size, size) in [-1, 1], as e4e's
+    inference transform (bilinear resize, x / 127.5 - 1)."""
     import numpy as np
     from PIL import Image
 
     if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
+        image = Image.fromarray(image.astype(np.uint8))
     image = image.convert("RGB")
-    if image.size != (256, 256):
-        image = image.resize((256, 256), Image.BILINEAR)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
     return (x / 127.5 - 1.0)[None]
 

@@ -340,13 +340,9 @@ def image_to_batch(image: Image.Image | np.ndarray | torch.Tensor, size: int = 2
         if t.shape[-1] != size:
             t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return t
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image.astype(np.uint8))
-    image = image.convert("RGB")
-    if image.size != (size, size):  # bilinear, as e4e's inference transform
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    arr = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
-    return (arr / 127.5 - 1.0).unsqueeze(0)
+    from .e4e import to_input
+
+    return to_input(image, size)
 
 
 def _model_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
