@@ -106,25 +106,23 @@ def _load_state(path: Path) -> dict:
 @lru_cache(maxsize=1)
 def _detector(device: str):
     retinaface = _import("facexlib.detection.retinaface")
-    path = weights_path(DETECTOR_KEY)
     net = retinaface.RetinaFace(network_name="resnet50", half=False, device=device)
-    try:
-        net.load_state_dict(_load_state(path), strict=True)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise MissingWeightsError(f"{path} is not a RetinaFace ResNet-50 checkpoint ({e}); delete it "
-                                  "so the right file can be downloaded.") from e
-    return net.eval().to(device)
+    return _with_weights(net, DETECTOR_KEY, "a RetinaFace ResNet-50", device)
 
 
 @lru_cache(maxsize=1)
 def _parser(device: str):
     parsenet = _import("facexlib.parsing.parsenet")
-    path = weights_path(PARSER_KEY)
     net = parsenet.ParseNet(in_size=PARSE_SIZE, out_size=PARSE_SIZE, parsing_ch=19)
+    return _with_weights(net, PARSER_KEY, "a facexlib ParseNet", device)
+
+
+def _with_weights(net, key: str, what: str, device: str):
+    path = weights_path(key)
     try:
         net.load_state_dict(_load_state(path), strict=True)
     except (RuntimeError, KeyError, ValueError) as e:
-        raise MissingWeightsError(f"{path} is not a facexlib ParseNet checkpoint ({e}); delete it "
+        raise MissingWeightsError(f"{path} is not {what} checkpoint ({e}); delete it "
                                   "so the right file can be downloaded.") from e
     return net.eval().to(device)
 
