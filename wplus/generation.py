@@ -208,15 +208,14 @@ class GenerationSession:
 
     def attach(self, unet: nn.Module) -> None:
         """Attach to `unet` (raises IncompatibleModelError); a no-op when already attached there."""
-        from .hook import attach, detach_all
+        from .hook import attach
 
         if self.closed:
             raise WPlusError("W+: this generation's branch is already closed")
         if self.handle is not None and self.handle.unet is unet and self.handle.attached:
             return
         self.detach()
-        detach_all(unet)
-        handle = attach(unet, self.adapter, device=self.device)
+        handle = attach(unet, self.adapter, device=self.device)  # attach drops any stale attachment
         try:
             weight = self.adapter.proj.norm.weight
             with torch.no_grad():

@@ -14,11 +14,11 @@ BANK_IDENTITY = 0
 BANK_ZERO = 1
 
 
-def cfg_row_index(n_rows: int, n_cond: int, device: torch.device | str | None = None) -> torch.Tensor:
+def cfg_row_index(n_rows: int, n_cond: int) -> torch.Tensor:
     """(n_rows,) bank rows: the first `n_cond` rows the identity, the rest zero-W+."""
     if not 0 <= n_cond <= n_rows:
         raise ValueError(f"a CFG batch of {n_rows} rows cannot hold {n_cond} conditional rows")
-    index = torch.full((n_rows,), BANK_ZERO, dtype=torch.long, device=device)
+    index = torch.full((n_rows,), BANK_ZERO, dtype=torch.long)
     index[:n_cond] = BANK_IDENTITY
     return index
 
