@@ -176,11 +176,9 @@ def load_adapter_cached(path: Path) -> tuple[nn.Module, str]:
 
 
 def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:10]
+    from .download import sha256_file
+
+    return sha256_file(path)[:10]
 
 
 # --- the branch during sampling ------------------------------------------------------------------
