@@ -54,8 +54,8 @@ def test_layer_order_is_diffusers_processor_order():
 
 def test_real_sgm_unet_when_available():
     sgm = pytest.importorskip("sgm.modules.diffusionmodules.openaimodel", reason="sgm (SDXL runtime) is not on PyPI")
-    from unet_fixtures import _config, _ldm_state
+    from unet_fixtures import ldm_config, ldm_state
 
-    unet = sgm.UNetModel(**_config("sdxl")["ldm_unet"]).eval()
-    unet.load_state_dict(_ldm_state("sdxl"))
+    unet = sgm.UNetModel(**ldm_config("sdxl")).eval()
+    unet.load_state_dict(ldm_state("sdxl"))
     assert len(wplus.layers.cross_attention_layers(unet)) == len(wplus.load_adapter(diffusers_unet("sdxl").adapter_path).layers)

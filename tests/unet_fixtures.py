@@ -34,7 +34,12 @@ def _config(variant: str) -> dict:
     return json.loads((_dir(variant) / "config.json").read_text())
 
 
-def _ldm_state(variant: str) -> dict[str, torch.Tensor]:
+def ldm_config(variant: str) -> dict:
+    return dict(_config(variant)["ldm_unet"])
+
+
+def ldm_state(variant: str) -> dict[str, torch.Tensor]:
+    """The fixture UNet's weights with the WebUI checkpoint prefix removed (ldm/sgm layout)."""
     state = load_file(str(_dir(variant) / "unet_ldm.safetensors"))
     return {k.removeprefix("model.diffusion_model."): v for k, v in state.items()}
 
@@ -43,8 +48,8 @@ def ldm_unet(variant: str = "sd15") -> Reference:
     """The real `ldm` UNetModel (what the WebUI runs for SD1/SD2) with the fixture weights."""
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    unet = UNetModel(**_config(variant)["ldm_unet"]).eval()
-    unet.load_state_dict(_ldm_state(variant), strict=True)
+    unet = UNetModel(**ldm_config(variant)).eval()
+    unet.load_state_dict(ldm_state(variant), strict=True)
     io = load_file(str(_dir(variant) / "io.safetensors"))
     return Reference(unet, io, lambda ctx: unet(io["x"], io["timesteps"], context=ctx), _dir(variant) / "wplus_adapter.bin")
 
@@ -68,10 +73,10 @@ def sgm_shaped_unet() -> Reference:
     from ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    cfg = dict(_config("sdxl")["ldm_unet"])
+    cfg = ldm_config("sdxl")
     cfg.pop("transformer_depth"), cfg.pop("spatial_transformer_attn_type", None)
     unet = UNetModel(**cfg, transformer_depth=1, image_size=8, use_spatial_transformer=True)
-    state = _ldm_state("sdxl")
+    state = ldm_state("sdxl")
     for name, module in unet.named_modules():
         if isinstance(module, SpatialTransformer):
             pattern = re.compile(rf"^{re.escape(name)}\.transformer_blocks\.(\d+)\.")

@@ -6,7 +6,6 @@ runs generations against a real ldm UNet.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -51,11 +50,9 @@ def installed(webui_root: Path):
 
 @lru_cache(maxsize=None)
 def tiny_unet_state() -> tuple[dict, dict]:
-    from safetensors.torch import load_file
+    from unet_fixtures import ldm_config, ldm_state
 
-    cfg = json.loads((FIX / "config.json").read_text())["ldm_unet"]
-    sd = {k.removeprefix("model.diffusion_model."): v for k, v in load_file(str(FIX / "unet_ldm.safetensors")).items()}
-    return cfg, sd
+    return ldm_config("sd15"), ldm_state("sd15")
 
 
 def tiny_unet(context_dim: int | None = None) -> torch.nn.Module:
