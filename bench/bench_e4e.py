@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wplus import e4e_encoder, stylegan2  # noqa: E402
-from wplus.e4e import E4E, load_e4e, save_e4e_safetensors  # noqa: E402
+from wplus.stylegan import encoder as e4e_encoder  # noqa: E402
+from wplus.stylegan import generator as stylegan2  # noqa: E402
+from wplus.stylegan.e4e import E4E, load_e4e, save_e4e_safetensors  # noqa: E402
 
 
 def random_checkpoint() -> dict:
@@ -117,7 +118,8 @@ def bench_model(b: Bench, model: E4E, device: str, render: bool) -> None:
 def bench_cache(b: Bench, code: torch.Tensor, device: str) -> None:
     """Cache hits of the identity engineer's content-hash cache, when it exists."""
     try:
-        from wplus.identity import Identity, IdentityCache
+        from wplus.identity.files import Identity
+        from wplus.identity.cache import IdentityCache
     except ImportError:
         return
     with tempfile.TemporaryDirectory() as tmp:

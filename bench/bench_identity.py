@@ -19,14 +19,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wplus import registry  # noqa: E402
-from wplus.identity import IdentityCache, IdentityEncoder  # noqa: E402
+from wplus.assets import registry  # noqa: E402
+from wplus.identity.cache import IdentityCache  # noqa: E402
+from wplus.identity.encoder import IdentityEncoder  # noqa: E402
 
 
 def random_e4e(device: str):
     """The full-size e4e + StyleGAN2 with the modules' own random init, via the real loader."""
-    from wplus import e4e_encoder, stylegan2
-    from wplus.e4e import load_e4e
+    from wplus.stylegan import encoder as e4e_encoder
+    from wplus.stylegan import generator as stylegan2
+    from wplus.stylegan.e4e import load_e4e
 
     torch.manual_seed(0)
     sd = {f"encoder.{k}": v for k, v in e4e_encoder.Encoder4Editing().state_dict().items()}
@@ -48,9 +50,9 @@ def timed(fn, repeat: int) -> float:
 
 
 def bench_device(device: str, photo, e4e_path: Path | None, repeat: int) -> list[tuple[str, float]]:
-    from wplus.e4e import load_e4e
-    from wplus.faces import prepare_reference
-    from wplus.identity import image_to_batch
+    from wplus.stylegan.e4e import load_e4e
+    from wplus.faces.detect import prepare_reference
+    from wplus.identity.encoder import image_to_batch
 
     model = load_e4e(str(e4e_path), device=device) if e4e_path else random_e4e(device)
     model.load()

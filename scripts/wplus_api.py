@@ -6,8 +6,10 @@ from pathlib import Path
 
 from modules import script_callbacks, shared
 
-from wplus import api_args, catalog
-from wplus.ext_settings import ExtensionSettings
+from wplus.webui import api as api_args
+
+from wplus.webui import catalog
+from wplus.webui.settings import ExtensionSettings
 
 EXT_MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -24,9 +24,21 @@ try:  # WebUI >= 1.7
 except ImportError:  # older WebUI: plain checkbox + accordion
     InputAccordion = ToolButton = None
 
-from wplus import api_args, catalog, generation, infotext, panel as wpanel, panel_state, rows
+from wplus.webui import api as api_args
+
+from wplus.webui import catalog
+
+from wplus.webui import session as generation
+
+from wplus.webui import infotext
+
+from wplus.webui import panel as wpanel
+
+from wplus.webui import options as panel_state
+
+from wplus.branch import rows
 from wplus.errors import IncompatibleModelError, WPlusError
-from wplus.ext_settings import ExtensionSettings
+from wplus.webui.settings import ExtensionSettings
 
 TITLE = "W+ Adapter"
 EXT_ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +124,7 @@ class WPlusScript(scripts.Script):
         close_stale_sessions()  # e.g. an X/Y/Z cell that raised: xyz_grid never closes its copy of p
         unet = generation.unet_of(p.sd_model)
         if unet is not None:
-            from wplus.hook import detach_all
+            from wplus.branch.hook import detach_all
 
             detach_all(unet)
         try:
@@ -274,7 +286,7 @@ def _progress(params: Any) -> tuple[int, int]:
 def on_script_unloaded() -> None:
     unet = generation.unet_of(getattr(shared, "sd_model", None))
     if unet is not None:
-        from wplus.hook import detach_all
+        from wplus.branch.hook import detach_all
 
         detach_all(unet)
 
@@ -330,7 +342,7 @@ def _preview(args: panel_state.PanelArgs):
 
 
 def _save_identity(args: panel_state.PanelArgs, name: str) -> str:
-    from wplus.identity import Identity, identities_dir, save_identity
+    from wplus.identity.files import Identity, identities_dir, save_identity
 
     name = (name or "").strip()
     if not name:

@@ -1,11 +1,11 @@
-"""Settings > W+ Adapter: built from `wplus.ext_settings.SPECS`."""
+"""Settings > W+ Adapter: built from `wplus.webui.settings.SPECS`."""
 from __future__ import annotations
 
 import gradio as gr
 
 from modules import script_callbacks, shared
 
-from wplus.ext_settings import SECTION, SPECS
+from wplus.webui.settings import SECTION, SPECS
 
 
 def _component(spec):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from modules import script_callbacks, scripts, shared
 
-from wplus import catalog
-from wplus.ext_settings import ExtensionSettings
-from wplus.panel_state import SCALE_LIMIT, XYZ_ATTR
+from wplus.webui import catalog
+from wplus.webui.settings import ExtensionSettings
+from wplus.webui.options import SCALE_LIMIT, XYZ_ATTR
 
 PREFIX = "[W+] "
 EXT_MODELS = Path(__file__).resolve().parents[1] / "models"

@@ -13,7 +13,10 @@ SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 OFFICIAL = SHARED / "data" / "official"
 
+TESTS = Path(__file__).resolve().parent
+
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(TESTS))  # shared helpers: `from helpers.unet_fixtures import ...`, `webui_stub`
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

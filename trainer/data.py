@@ -64,7 +64,7 @@ def load_wplus(path: str | Path) -> torch.Tensor:
     """A W+ code as (18,512) float32: identity files and official N.pth via `wplus.identity`, or .npy."""
     path = Path(path)
     if path.suffix != ".npy":
-        from wplus.identity import load_identity
+        from wplus.identity.files import load_identity
 
         return load_identity(path).wplus
     w = torch.from_numpy(np.load(path)).float().reshape(-1, *W_SHAPE)

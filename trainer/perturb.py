@@ -5,7 +5,7 @@ identity branch learns to act only on the face. The mix follows the paper's trai
 extrapolate towards/away from a shuffled identity, add a scaled copy, add noise with the batch's
 statistics, or move along the paper's edit directions (the 17 `att_direction_scale.pth`
 directions scaled by a random strength, or a GANSpace component set to a random target,
-via `wplus.directions`), alone or as a blend of two. Rows whose identity was dropped stay zero.
+via `wplus.stylegan.directions`), alone or as a blend of two. Rows whose identity was dropped stay zero.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ KINDS = ("extrapolate", "scaled_copy", "noise", "direction", "blend")
 
 @dataclass
 class DirectionBank:
-    """Random edit directions: additive (18,512) vectors and GANSpace `wplus.directions.Direction`s."""
+    """Random edit directions: additive (18,512) vectors and GANSpace `wplus.stylegan.directions.Direction`s."""
 
     vectors: list = field(default_factory=list)
     ganspace: list = field(default_factory=list)
@@ -34,7 +34,7 @@ class DirectionBank:
         """The paper's `w_direction/` folder; empty when None."""
         if folder is None:
             return cls()
-        from wplus.directions import DirectionLibrary
+        from wplus.stylegan.directions import DirectionLibrary
         folder = Path(folder)
         vectors = []
         att = folder / "att_direction_scale.pth"

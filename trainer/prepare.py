@@ -99,7 +99,7 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
     workers > 1 detects and aligns faces in that many processes (the encoder stays in this one).
     """
     from wplus.errors import WPlusError
-    from wplus.identity import image_to_batch
+    from wplus.identity.encoder import image_to_batch
 
     out = Path(out)
     for sub in ("aligned", "masks", "wplus", "wild_masks"):
@@ -148,7 +148,7 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
     finally:
         if pool is not None:
             pool.terminate()
-    from wplus.faces import release_models
+    from wplus.faces.detect import release_models
     release_models()  # face networks were kept loaded across photos
     return report
 

@@ -22,25 +22,25 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "WPlusAdapter": "wplus.adapter",
-    "WPlusProjection": "wplus.projection",
-    "load_adapter": "wplus.weights",
-    "save_adapter": "wplus.weights",
+    "WPlusAdapter": "wplus.branch.adapter",
+    "WPlusProjection": "wplus.branch.projection",
+    "load_adapter": "wplus.branch.files",
+    "save_adapter": "wplus.branch.files",
     "AdapterFormatError": "wplus.errors",
     "WPlusError": "wplus.errors",
-    "attach": "wplus.hook",
-    "detach_all": "wplus.hook",
-    "AttachHandle": "wplus.hook",
-    "detect_faces": "wplus.faces",
-    "prepare_reference": "wplus.faces",
-    "align_face": "wplus.align",
-    "load_e4e": "wplus.e4e",
-    "apply_edits": "wplus.directions",
-    "mix": "wplus.directions",
-    "DirectionLibrary": "wplus.directions",
-    "encode_reference": "wplus.identity",
-    "load_identity": "wplus.identity",
-    "save_identity": "wplus.identity",
+    "attach": "wplus.branch.hook",
+    "detach_all": "wplus.branch.hook",
+    "AttachHandle": "wplus.branch.hook",
+    "detect_faces": "wplus.faces.detect",
+    "prepare_reference": "wplus.faces.detect",
+    "align_face": "wplus.faces.align",
+    "load_e4e": "wplus.stylegan.e4e",
+    "apply_edits": "wplus.stylegan.directions",
+    "mix": "wplus.stylegan.directions",
+    "DirectionLibrary": "wplus.stylegan.directions",
+    "encode_reference": "wplus.identity.encoder",
+    "load_identity": "wplus.identity.files",
+    "save_identity": "wplus.identity.files",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -51,7 +51,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         if importlib.util.find_spec(f"wplus.{name}") is None:
             raise AttributeError(f"module 'wplus' has no attribute {name!r}")
-        return importlib.import_module(f"wplus.{name}")  # submodule access, e.g. wplus.layers
+        return importlib.import_module(f"wplus.{name}")  # submodule access, e.g. wplus.branch.layers
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import WPlusError
+from wplus.errors import WPlusError
 
 EXAMPLES = """examples:
   python -m wplus invert photo.jpg -o alice --preview alice.png
@@ -89,14 +89,16 @@ def main(argv: Sequence[str] | None = None, e4e_loader: Callable[[], Any] | None
 
 
 def _models(args: argparse.Namespace) -> Path:
-    from .registry import default_models_dir
+    from wplus.assets.registry import default_models_dir
 
     return args.models if args.models is not None else default_models_dir()
 
 
 def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -> int:
-    from .directions import apply_edits, default_library, parse_edits
-    from .identity import IdentityEncoder, default_cache, faces_table, save_identity
+    from wplus.stylegan.directions import apply_edits, default_library, parse_edits
+    from wplus.identity.encoder import IdentityEncoder, faces_table
+    from wplus.identity.cache import default_cache
+    from wplus.identity.files import save_identity
 
     models = _models(args)
     edits = parse_edits(args.edit)
@@ -139,8 +141,8 @@ def _checkpoint_loader(args: argparse.Namespace, models: Path) -> tuple[Callable
     """Resolve the e4e file now (fail fast, download if allowed); load it only when needed."""
     import torch
 
-    from . import registry
-    from .download import ensure_file
+    from wplus.assets import registry
+    from wplus.assets.download import ensure_file
 
     path = args.e4e if args.e4e is not None else ensure_file(registry.get("e4e"), models, allow_download=not args.no_download)
     if not Path(path).is_file():
@@ -148,7 +150,7 @@ def _checkpoint_loader(args: argparse.Namespace, models: Path) -> tuple[Callable
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     def load() -> Any:
-        from .e4e import load_e4e
+        from wplus.stylegan.e4e import load_e4e
 
         return load_e4e(str(path), device=device)
 
@@ -180,8 +182,8 @@ def write_preview(e4e: Any, identity: Any, out: Path, size: int = 256) -> Path:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from . import registry
-    from .download import ensure_file, find_existing
+    from wplus.assets import registry
+    from wplus.assets.download import ensure_file, find_existing
 
     models = _models(args)
     entries = registry.select(args.what)
@@ -201,7 +203,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_directions(args: argparse.Namespace) -> int:
-    from .directions import default_library
+    from wplus.stylegan.directions import default_library
 
     library = default_library(_models(args), allow_download=not args.no_download)
     groups = library.by_group()

@@ -1,38 +1,7 @@
-"""Convert adapter files: `python -m wplus.convert IN OUT [--official] [--half]`.
-
-IN may be the official `wplus_adapter.bin` or our `.safetensors`; OUT's format follows its suffix
-(`.safetensors` = ours with metadata, anything else = the official pickle layout).
-"""
-from __future__ import annotations
-
-import argparse
+"""`python -m wplus.convert`: kept as the documented entry point; the code is in wplus.branch.convert."""
 import sys
 
-import torch
-
-from .errors import WPlusError
-from .weights import load_adapter, save_adapter
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wplus.convert", description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="adapter file to read (.bin official or .safetensors)")
-    parser.add_argument("dst", help="file to write; .safetensors = our format, else the official .bin layout")
-    parser.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
-    parser.add_argument("--arch", choices=["sd1", "sd2", "sdxl", "custom"], help="override the recorded model family")
-    args = parser.parse_args(argv)
-    try:
-        adapter = load_adapter(args.src)
-        if args.arch:
-            adapter.arch = args.arch
-        official = not args.dst.endswith(".safetensors")
-        out = save_adapter(adapter, args.dst, official=official, dtype=torch.float16 if args.half else None)
-    except WPlusError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {out} ({'official .bin' if official else 'safetensors'}) — {adapter.describe()}")
-    return 0
-
+from wplus.branch.convert import main
 
 if __name__ == "__main__":
     sys.exit(main())

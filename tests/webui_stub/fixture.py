@@ -50,7 +50,7 @@ def installed(webui_root: Path):
 
 @lru_cache(maxsize=None)
 def tiny_unet_state() -> tuple[dict, dict]:
-    from unet_fixtures import ldm_config, ldm_state
+    from helpers.unet_fixtures import ldm_config, ldm_state
 
     return ldm_config("sd15"), ldm_state("sd15")
 
@@ -117,7 +117,7 @@ class WebUI:
 
     @staticmethod
     def unet_context_dim(unet) -> int:
-        from wplus.layers import cross_attention_layers
+        from wplus.branch.layers import cross_attention_layers
 
         return cross_attention_layers(unet)[0].to_k.in_features
 
@@ -133,7 +133,7 @@ class WebUI:
 
     def args(self, tab: str = "txt2img", raw: list | None = None, **fields: Any) -> tuple:
         """The full script_args of a generation, with the W+ panel set to `fields` (or `raw` values)."""
-        from wplus.panel_state import PanelArgs, to_values
+        from wplus.webui.options import PanelArgs, to_values
 
         runner, script = self.runners[tab], self.script(tab)
         values = runner.default_args()

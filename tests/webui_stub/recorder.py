@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 import wplus
-from wplus.rows import branch_on
+from wplus.branch.rows import branch_on
 
 
 @dataclass

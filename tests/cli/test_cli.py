@@ -1,0 +1,121 @@
+"""`python -m wplus`: invert a real photo (tiny e4e injected), list directions, report downloads."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers.tiny_e4e import TinyE4E
+from wplus.__main__ import main
+from wplus.stylegan.directions import DirectionLibrary, apply_edits
+from wplus.identity.files import load_identity
+
+from conftest import ROOT  # noqa: E402
+from conftest import OFFICIAL  # noqa: E402
+needs_official = pytest.mark.skipif(not (OFFICIAL / "w_direction").is_dir(), reason="../shared/data/official missing")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), WPLUS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "wplus", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A models folder holding the paper's directions (as `python -m wplus download` leaves it)."""
+    root = tmp_path_factory.mktemp("models")
+    if (OFFICIAL / "w_direction").is_dir():
+        shutil.copytree(OFFICIAL / "w_direction", root / "w_direction")
+    return root
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    import skimage.data
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(path)
+    return path
+
+
+def test_help():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    assert all(cmd in out.stdout for cmd in ("invert", "download", "directions"))
+    out = run_cli("invert", "--help")
+    assert out.returncode == 0 and "--face-index" in out.stdout and "--edit" in out.stdout and "--no-download" in out.stdout
+
+
+@needs_official
+def test_invert_with_edits_then_cache_hit(models, photo, tmp_path, capsys):
+    model = TinyE4E()
+    preview = tmp_path / "prev.png"
+    rc = main(["invert", str(photo), "-o", "astro", "--edit", "smile=2", "--edit", "lipstick=10",
+               "--preview", str(preview), "--models", str(models), "--no-download"], e4e_loader=lambda: model)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "1 face found" in out and "[0] box (" in out and "<- encoded" in out and "W+ encoded" in out
+    ident = load_identity("astro", folder=models / "identities")
+    lib = DirectionLibrary.from_folders(models / "w_direction")
+    expected = apply_edits(ident.wplus_unedited, {"smile": 2.0, "lipstick": 10.0}, lib)
+    assert torch.equal(ident.wplus, expected) and not torch.equal(ident.wplus, ident.wplus_unedited)
+    assert ident.edits == "smile=2, lipstick=10" and ident.backend == "dlib" and ident.thumbnail is not None
+    img = Image.open(preview)
+    assert img.size == (3 * 256, 256)  # aligned | reconstruction | edited
+    assert model.encode_calls == 1 and model.released
+
+    rc = main(["invert", str(photo), "-o", "astro2", "--no-preview", "--models", str(models), "--no-download"],
+              e4e_loader=lambda: model)
+    out = capsys.readouterr().out
+    assert rc == 0 and "from cache" in out and model.encode_calls == 1
+    assert torch.equal(load_identity("astro2", folder=models / "identities").wplus, ident.wplus_unedited)
+
+
+def test_invert_bad_inputs_are_messages(models, photo, tmp_path, capsys):
+    model = TinyE4E()
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    assert main(["invert", str(junk), "--models", str(models), "--no-download"], e4e_loader=lambda: model) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["invert", str(photo), "--face-index", "3", "--models", str(models), "--no-download"],
+                e4e_loader=lambda: model) == 2
+    assert "out of range" in capsys.readouterr().err
+    if (models / "w_direction").is_dir():
+        assert main(["invert", str(photo), "--edit", "smiel=1", "--models", str(models), "--no-download"],
+                    e4e_loader=lambda: model) == 2
+        assert "unknown edit direction 'smiel'" in capsys.readouterr().err
+    assert model.encode_calls == 0
+
+
+def test_invert_without_e4e_names_file_url_folder(photo, tmp_path):
+    out = run_cli("invert", str(photo), "--models", str(tmp_path), "--no-download")
+    assert out.returncode == 2
+    assert "e4e_ffhq_encode.pt" in out.stderr
+    assert "https://github.com/csxmli2016/w-plus-adapter/releases/download/v1/e4e_ffhq_encode.pt" in out.stderr
+    assert str(tmp_path.resolve()) in out.stderr and "Traceback" not in out.stderr
+
+
+@needs_official
+def test_directions_and_download_listing(models, capsys):
+    assert main(["directions", "--models", str(models), "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert "expression:" in out and "pose:" in out and "65 directions" in out
+    assert "lipstick" in out and "layers 10-10" in out
+    assert main(["download", "--check", "--what", "directions", "--models", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert "MISSING" not in out and out.count(" ok ") == 25
+
+
+def test_download_check_and_offline_directions(tmp_path):
+    out = run_cli("download", "--no-download", "--what", "e4e", "--models", str(tmp_path))
+    assert out.returncode == 2 and "MISSING" in out.stdout and "e4e_ffhq_encode.pt" in out.stdout
+    out = run_cli("directions", "--models", str(tmp_path))  # WPLUS_OFFLINE=1 in run_cli
+    assert out.returncode == 2 and "raw.githubusercontent.com/csxmli2016/w-plus-adapter/main/w_direction/" in out.stderr
+    assert str((tmp_path / "w_direction").resolve()) in out.stderr

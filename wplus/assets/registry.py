@@ -1,0 +1,194 @@
+"""Every file the product needs: where it comes from, how to check it and where it goes.
+
+The paper's files are never committed; they are fetched from upstream (see `wplus.assets.download`) or
+read from the user's models folder. Hashes below are of the upstream files (sha256 of the paper's
+`w_direction/` as released); `None` means upstream publishes none and we only check the download
+completed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PAPER_REPO = "https://github.com/csxmli2016/w-plus-adapter"
+RELEASE_URL = f"{PAPER_REPO}/releases/download/v1"
+RAW_URL = "https://raw.githubusercontent.com/csxmli2016/w-plus-adapter/main"
+FACEXLIB_URL = "https://github.com/xinntao/facexlib/releases/download"
+
+DIRECTIONS_SUBDIR = "w_direction"
+IDENTITIES_SUBDIR = "identities"
+FACEXLIB_SUBDIR = "facexlib"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One downloadable file. `filename` may contain '/' (kept below `subdir`, as upstream)."""
+
+    key: str
+    filename: str
+    subdir: str
+    url: str
+    sha256: str | None
+    size: int | None
+    description: str
+    purpose: str  # "generation", "encoding", "editing", "faces", "training"
+    alt_subdirs: tuple[str, ...] = ()  # other models/ folders that may already hold it (WebUI's)
+
+    def path(self, models_dir: str | os.PathLike) -> Path:
+        return Path(models_dir) / self.subdir / self.filename
+
+    def folder(self, models_dir: str | os.PathLike) -> Path:
+        return self.path(models_dir).parent
+
+
+def _direction(rel: str, sha256: str, size: int, description: str, purpose: str = "editing") -> ModelFile:
+    return ModelFile(
+        key=f"directions/{rel}",
+        filename=rel,
+        subdir=DIRECTIONS_SUBDIR,
+        url=f"{RAW_URL}/{DIRECTIONS_SUBDIR}/{rel}",
+        sha256=sha256,
+        size=size,
+        description=description,
+        purpose=purpose,
+    )
+
+
+# sha256 of each upstream direction file (from the released w_direction/ folder).
+_LATENT_SHA256 = {
+    "age": "457ac7452a1cfe6e95cfba92518a27eac9cd80f4d474604f4b1da6c32b1fdcc2",
+    "angle_horizontal": "7dc839a2489faa70d8a3c44389ab9e3dc6162d607bb3a2133f25896de22322f2",
+    "angle_pitch": "1dabe0b4294070dd82066b7dc48569688d6cd281ee48b3897538f35d0bf8b598",
+    "beauty": "bcd114ad98c23d5f6d91c742838d2ac90ec283a88796b2c399518a12ba6e07c2",
+    "emotion_angry": "6e89d076b4ec1214e3b8aaa7f70dc4bc1fdf2867ab1bf6f161d9a66b38dd12f2",
+    "emotion_disgust": "99ded62c36ef8ab84ee97453d3099172fa54b5530c31b5524c1742ee8c71facc",
+    "emotion_easy": "8a87c81731a5c08cf2249648005394719e4979a417c8a8171ed261739627d724",
+    "emotion_fear": "e7504457b57de3396a250fbacdec69b7041cc641e4d2976bca2ff1e7bfc4c222",
+    "emotion_happy": "3b05bfae0fa289a96e5c7d888df2add176a69b7e91816dc5c14361923ae357b7",
+    "emotion_sad": "f4ec49ff2ceeaa0a78a53c109ce56cba534d7e9d17f9db7a65e6036208016037",
+    "emotion_surprise": "3f77343f67f310bb78f152f3fbd9205f4dbff670c673f73118ddf4a0c76bd82a",
+    "eyes_open": "757692bc2ca441da65e2aadb9166f2cd8fe5f195e4932925edd12abbe5912eea",
+    "face_shape": "57f9f501eb79bceff3f7306b73d2cd62f3e5402f34d5fd3c9c3292d33b31c185",
+    "gender": "e5276a7112f1e238e0433d1f34429a3ec792ea3f41cb58bf9e062c622dd48be8",
+    "glasses": "fe22a8e57b345e9410757f6bf79b72e977c11ecda0cac85873edb09ced1d0207",
+    "height": "5582f5e67b7bba0625e9fe07fe15e5214186ab6f5b81868b02b16c356572144e",
+    "race_black": "e05b4629874f96fe2ba1d05a03b7c5f67fdf3fff1e603426841a767150e8250d",
+    "race_white": "2e627c2c9278b1ccf5722a2889e02f1a1c2538bd59466a58c898ff69d2d83468",
+    "race_yellow": "969f0be7e80a11396441dd9dcbbd069e5c63e79a1e9b1a83b87fa16c5c571327",
+    "smile": "ac46b59d1cd793cab7ba6b8b4dd2e00fb7cf565d130baeaf84165f3ba0f762ad",
+    "width": "083c1554041fb87e550d6cc42f38fdb28097b3b293b12420c8577f4caea9a792",
+}
+_INTERFACEGAN_SHA256 = {
+    "age": "50074516b1629707d89b5e43d6b8abd1792212fa3b961a87a11323d6a5222ae0",
+    "smile": "817a7e732b59dee9eba862bec8bd7e8373568443bc9f9731a21cf9b0356f0653",
+}
+_GANSPACE_CSV_SHA256 = "074b88a74c15fcfbce51ba1fa46cdd6485163f6e090d5ab1bf4b4f4617e6fa67"
+
+
+def _build() -> dict[str, ModelFile]:
+    files = [
+        ModelFile(
+            key="adapter",
+            filename="wplus_adapter.bin",
+            subdir="",
+            url=f"{RELEASE_URL}/wplus_adapter.bin",
+            sha256=None,
+            size=None,
+            description="the W+ adapter for SD1.5 (projection + residual cross-attention)",
+            purpose="generation",
+        ),
+        ModelFile(
+            key="e4e",
+            filename="e4e_ffhq_encode.pt",
+            subdir="",
+            url=f"{RELEASE_URL}/e4e_ffhq_encode.pt",
+            sha256=None,
+            size=None,
+            description="the e4e encoder + StyleGAN2 FFHQ generator (photo -> W+, previews)",
+            purpose="encoding",
+        ),
+        ModelFile(
+            key="facexlib/detection",
+            filename="detection_Resnet50_Final.pth",
+            subdir=FACEXLIB_SUBDIR,
+            url=f"{FACEXLIB_URL}/v0.1.0/detection_Resnet50_Final.pth",
+            sha256=None,
+            size=None,
+            description="facexlib RetinaFace face detector",
+            purpose="faces",
+            alt_subdirs=("GFPGAN",),
+        ),
+        ModelFile(
+            key="facexlib/parsing",
+            filename="parsing_parsenet.pth",
+            subdir=FACEXLIB_SUBDIR,
+            url=f"{FACEXLIB_URL}/v0.2.2/parsing_parsenet.pth",
+            sha256=None,
+            size=None,
+            description="facexlib ParseNet face parser (face mask)",
+            purpose="faces",
+            alt_subdirs=("GFPGAN",),
+        ),
+    ]
+    for name, digest in _LATENT_SHA256.items():
+        files.append(_direction(f"latent_directions/{name}.npy", digest, 73856, f"latent direction '{name}'"))
+    for name, digest in _INTERFACEGAN_SHA256.items():
+        files.append(_direction(f"interfacegan_directions/{name}.pt", digest, 2808, f"InterFaceGAN '{name}'"))
+    files.append(_direction(
+        "gan_space/ffhq_pca.pt",
+        "4d7f9df1c96180d9026b9cb8d04753579fbf385f321a9d0e263641601c5e5d36",
+        167562,
+        "GANSpace PCA of FFHQ W",
+    ))
+    # upstream has the table both at the top and in gan_space/ (same bytes); the top one is certain
+    files.append(_direction("ganspace_configs.csv", _GANSPACE_CSV_SHA256, 1017, "GANSpace edit table"))
+    files.append(_direction(
+        "att_direction_scale.pth",
+        "abc6fabbe8803f21147e57b4bdc6df0ecfcd9135d3344dcec7d1d8d8c79754a1",
+        1147798,
+        "17 directions for training-time W+ perturbation",
+        purpose="training",
+    ))
+    return {f.key: f for f in files}
+
+
+REGISTRY: dict[str, ModelFile] = _build()
+
+
+def get(key: str) -> ModelFile:
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise KeyError(f"unknown model file {key!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def direction_files(include_training: bool = False) -> list[ModelFile]:
+    """The `w_direction/` files the edit sliders need (plus the training set if asked)."""
+    return [
+        f for f in REGISTRY.values()
+        if f.subdir == DIRECTIONS_SUBDIR and (include_training or f.purpose != "training")
+    ]
+
+
+def select(what: str) -> list[ModelFile]:
+    """Files for a CLI/UI group name: all, adapter, e4e, directions, faces, training."""
+    groups = {
+        "all": [f for f in REGISTRY.values() if f.purpose != "training"],
+        "adapter": [REGISTRY["adapter"]],
+        "e4e": [REGISTRY["e4e"]],
+        "directions": direction_files(),
+        "faces": [f for f in REGISTRY.values() if f.purpose == "faces"],
+        "training": [f for f in REGISTRY.values() if f.purpose == "training"],
+    }
+    if what not in groups:
+        raise KeyError(f"unknown file group {what!r}; choose one of {', '.join(groups)}")
+    return groups[what]
+
+
+def default_models_dir() -> Path:
+    """`$WPLUS_MODELS_DIR` if set, else the extension's own `models/` folder."""
+    env = os.environ.get("WPLUS_MODELS_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1] / "models"

@@ -1,0 +1,209 @@
+"""Attach the W+ residual branch to a loaded UNet with forward pre-hooks.
+
+Only one thing about the host is assumed: each cross-attention module calls `to_out[0]` on its
+pre-projection attention output `h`. A pre-hook there replaces `h` by `h + λ·r`, so the branch
+composes with whatever attention kernel the host patched into `forward` (SDP, xformers,
+sub-quadratic, diffusers processors...). A pre-hook on the UNet itself picks, per call, which
+identity-token row each batch row uses, so hosts that split the CFG batch into several UNet calls
+still line rows up.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from wplus.branch.adapter import WPlusAdapter
+from wplus.errors import IncompatibleModelError, WPlusError
+from wplus.branch.layers import cross_attention_layers, describe, layer_heads, layer_spec, unet_family
+
+_ATTR = "_wplus_handle"
+
+
+class AttachHandle:
+    """A live attachment. Set `tokens` (or `set_bank` + `row_index`) and `scale`; `remove()` undoes it."""
+
+    def __init__(self, unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
+                 device: torch.device | str | None = None) -> None:
+        self.unet = unet
+        self.adapter = adapter
+        self.scale: float = 1.0
+        self._row_index: tuple[int, ...] | None = None
+        self._attns = cross_attention_layers(unet)
+        _check_compatible(adapter, self._attns)
+        ref = self._attns[0].to_out[0].weight
+        if cast:
+            target = torch.device(device) if device is not None else ref.device
+            adapter.to(device=target, dtype=_compute_dtype(target, ref.dtype))
+        self._heads = [layer_heads(a) for a in self._attns]
+        self._kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._bank_rows = 0
+        self._cursor = 0
+        self._selected: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._by_rows: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._hooks = [unet.register_forward_pre_hook(self._select_rows, with_kwargs=True)]
+        self._hooks += [
+            attn.to_out[0].register_forward_pre_hook(self._layer_hook(i)) for i, attn in enumerate(self._attns)
+        ]
+
+    # -- tokens -------------------------------------------------------------------------------
+    @property
+    def tokens(self) -> None:
+        raise AttributeError("tokens is write-only; the handle keeps their keys/values, not the tokens")
+
+    @tokens.setter
+    def tokens(self, tokens: torch.Tensor | None) -> None:
+        """One token set per UNet batch row ((N,4,D)), or (1,4,D) for every row."""
+        self.set_bank(tokens)
+        self.row_index = None
+
+    def set_bank(self, bank: torch.Tensor | None) -> None:
+        """Compute each layer's keys/values for a few token sets once; `row_index` picks per row."""
+        self.reset_rows()
+        self._by_rows = {}
+        if bank is None:
+            self._kv, self._bank_rows = None, 0
+            return
+        if bank.ndim != 3 or bank.shape[-1] != self.adapter.context_dim:
+            raise WPlusError(f"identity tokens must be (N,4,{self.adapter.context_dim}); got {tuple(bank.shape)}")
+        weight = self.adapter.proj.norm.weight
+        bank = bank.to(device=weight.device, dtype=weight.dtype)
+        self._kv = [layer.key_value(bank, h) for layer, h in zip(self.adapter.layers, self._heads)]
+        self._bank_rows = bank.shape[0]
+
+    @property
+    def row_index(self) -> tuple[int, ...] | None:
+        """Bank row of each row of the host's full batch (None: row i uses bank row i)."""
+        return self._row_index
+
+    @row_index.setter
+    def row_index(self, index: torch.Tensor | list[int] | None) -> None:
+        # Kept as plain ints: read on every UNet call, it must not sync a GPU tensor each time.
+        if index is None:
+            self._row_index = None
+            return
+        values = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        if not values or min(values) < 0 or max(values) >= max(self._bank_rows, 1):
+            raise WPlusError(f"row_index must pick rows of the {self._bank_rows}-row token bank; got {values}")
+        self._row_index = tuple(int(i) for i in values)
+
+    def reset_rows(self) -> None:
+        """Start the next UNet call at row 0 of the layout (hosts call this at every sampler step)."""
+        self._cursor = 0
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _select_rows(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._selected = None
+        if self._kv is None or self.scale == 0:
+            return
+        x = args[0] if args else kwargs.get("x", kwargs.get("sample"))
+        self._selected = self._keys_values_for(self._next_rows(x.shape[0]))
+
+    def _next_rows(self, n: int) -> tuple[int, ...]:
+        index = self._row_index if self._row_index is not None else tuple(range(self._bank_rows))
+        if len(index) == 1:
+            return index * n
+        if self._cursor + n > len(index):
+            raise WPlusError(
+                f"W+: the UNet was called with {n} batch rows but identity tokens were given for {len(index)} rows "
+                f"({self._cursor} already used this step). Give one token set per row, or (1,4,D) for all rows."
+            )
+        rows = index[self._cursor : self._cursor + n]
+        self._cursor = (self._cursor + n) % len(index)
+        return rows
+
+    def _keys_values_for(self, rows: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer K/V for these rows; the row layout rarely changes, so reuse it across steps."""
+        cached = self._by_rows.get(rows)
+        if cached is not None:
+            return cached
+        index = torch.tensor(rows, device=self._kv[0][0].device)
+        selected = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self._kv]
+        if not self._kv[0][0].requires_grad:  # training recomputes so each forward gets its own graph
+            self._by_rows[rows] = selected
+        return selected
+
+    def _layer_hook(self, i: int):
+        def hook(module: nn.Module, args: tuple) -> tuple | None:
+            if self._selected is None:
+                return None
+            h = args[0]
+            k, v = self._selected[i]
+            if k.device != h.device:  # hosts that move weights at call time (WebUI --lowvram)
+                self._follow(h.device)
+                k, v = self._selected[i]
+            out = self.adapter.layers[i](h.to(k.dtype), k, v, self.scale)
+            return (out.to(h.dtype), *args[1:])
+
+        return hook
+
+    def _follow(self, device: torch.device) -> None:
+        self.adapter.to(device)
+        self._kv = [(k.to(device), v.to(device)) for k, v in self._kv]
+        self._by_rows = {rows: [(k.to(device), v.to(device)) for k, v in kv] for rows, kv in self._by_rows.items()}
+        self._selected = [(k.to(device), v.to(device)) for k, v in self._selected]
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def remove(self) -> None:
+        """Take every hook off; the UNet is exactly as before. Safe to call twice."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._kv, self._selected, self._by_rows = None, None, {}
+        if getattr(self.unet, _ATTR, None) is self:
+            delattr(self.unet, _ATTR)
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._hooks)
+
+    def __enter__(self) -> "AttachHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
+           device: torch.device | str | None = None) -> AttachHandle:
+    """Plug `adapter` into `unet` (replacing any earlier attachment).
+
+    cast=True moves the adapter to the UNet's device and dtype (inference); `device` overrides the
+    device for hosts whose UNet weights wait elsewhere between forwards (WebUI --medvram/--lowvram).
+    The trainer passes cast=False to keep fp32 master weights; the branch then computes in the
+    adapter's dtype. Should the UNet's activations still arrive on another device, the branch
+    follows them at the first call.
+    """
+    detach_all(unet)
+    handle = AttachHandle(unet, adapter, cast=cast, device=device)
+    object.__setattr__(unet, _ATTR, handle)
+    return handle
+
+
+def detach_all(unet: nn.Module) -> bool:
+    """Remove a stale attachment (e.g. after a crashed generation); True if one was there."""
+    handle = getattr(unet, _ATTR, None)
+    if handle is None:
+        return False
+    handle.remove()
+    return True
+
+
+def _check_compatible(adapter: WPlusAdapter, attns: list[nn.Module]) -> None:
+    specs = [layer_spec(a) for a in attns]
+    mine = [(s.query_dim, s.context_dim) for s in adapter.specs]
+    theirs = [(s.query_dim, s.context_dim) for s in specs]
+    if mine != theirs:
+        raise IncompatibleModelError(
+            f"This W+ adapter is for {adapter.describe()}, but the loaded model is "
+            f"{describe(unet_family(specs), specs)}. Pick an adapter made for this model family, "
+            "or switch to a checkpoint of the adapter's family."
+        )
+
+
+def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    # CPUs may lack fast fp16 kernels: run the branch in fp32 there and cast back.
+    if device.type == "cpu" and dtype == torch.float16:
+        return torch.float32
+    return dtype

@@ -1,0 +1,1 @@
+"""Reference photos: image normalisation, face detection backends, FFHQ alignment, face masks."""

@@ -1,0 +1,314 @@
+"""Turn whatever the user hands us into one upright 8-bit RGB image of bounded size.
+
+Everything downstream (face detection, alignment, hashing for the identity cache) works on the
+`NormalizedImage` made here, so odd inputs are dealt with once: files, bytes, PIL images and numpy
+arrays; RGBA/LA/palette transparency composited on white; CMYK, greyscale, 1-bit and 16-bit/float
+data; EXIF orientation; truncated or non-image files (-> `ImageInputError`, never a crash later).
+
+Huge inputs are bounded: JPEGs are decoded at a reduced scale (`Image.draft`), anything else is
+decoded once and reduced to at most `MAX_WORKING_SIDE` before any other work. Coordinates produced on
+the working image are mapped back to the original (upright, full-resolution) pixel frame with
+`NormalizedImage.to_original`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+
+from wplus.errors import ImageInputError
+
+ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
+
+#: Longest side of the working image. Large enough for a 1024 FFHQ crop of a face that spans a
+#: quarter of the picture; small enough (about 50 MB RGB) to keep memory bounded.
+MAX_WORKING_SIDE = 4096
+
+#: Our own decompression-bomb limit for formats that must be decoded in full (PNG, TIFF, WebP...).
+#: PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS at open time anyway; we check explicitly so
+#: the message is ours, and JPEGs are reduced while decoding (draft) before this check applies.
+MAX_DECODE_PIXELS = 180_000_000
+
+_WHITE = (255, 255, 255)
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+@dataclass(frozen=True)
+class NormalizedImage:
+    """An upright RGB working copy plus the size of the original it came from.
+
+    `scale` is (sx, sy): working pixels per original pixel (<= 1; 1 unless the input was huge).
+    Points use pixel-index coordinates (pixel centres on integers) in both frames.
+    """
+
+    image: Image.Image
+    original_size: tuple[int, int]
+    _hash: list = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return (self.image.width / self.original_size[0], self.image.height / self.original_size[1])
+
+    def to_original(self, points: np.ndarray) -> np.ndarray:
+        """Working-image pixel coordinates (..., 2) -> original-image pixel coordinates."""
+        sx, sy = self.scale
+        pts = np.asarray(points, dtype=np.float64)
+        return (pts + 0.5) / np.array([sx, sy]) - 0.5
+
+    def from_original(self, points: np.ndarray) -> np.ndarray:
+        """Original-image pixel coordinates (..., 2) -> working-image pixel coordinates."""
+        sx, sy = self.scale
+        pts = np.asarray(points, dtype=np.float64)
+        return (pts + 0.5) * np.array([sx, sy]) - 0.5
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of the normalised pixels: the same photo gives the same key however it came."""
+        if not self._hash:
+            h = hashlib.sha256(f"RGB {self.image.width}x{self.image.height}\n".encode())
+            h.update(self.image.tobytes())
+            self._hash.append(h.hexdigest())
+        return self._hash[0]
+
+
+def normalize_image(src: ImageLike | NormalizedImage, max_side: int = MAX_WORKING_SIDE) -> NormalizedImage:
+    """Load/convert `src` into a `NormalizedImage` (RGB, upright, longest side <= max_side).
+
+    Accepts a path, raw file bytes, a binary file object, a PIL image or a numpy array
+    (HxW, HxWx{1,3,4} or CxHxW; uint8, uint16, bool or float in [0, 1]; RGB channel order).
+    Raises `ImageInputError` with an actionable message for anything unreadable.
+    """
+    if isinstance(src, NormalizedImage):
+        return src
+    if isinstance(src, np.ndarray):
+        return _finish(_array_to_pil(src), max_side, owned=False)
+    if isinstance(src, Image.Image):
+        return _from_pil(src, _describe(src), max_side, owned=False)
+    im, name = _open(src)
+    with im:
+        return _from_pil(im, name, max_side, owned=True)
+
+
+def load_image(src: ImageLike, max_side: int = MAX_WORKING_SIDE) -> Image.Image:
+    """Convenience: the normalised RGB PIL image only (see `normalize_image`)."""
+    return normalize_image(src, max_side).image
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+def _describe(src: object) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return f"'{os.fspath(src)}'"
+    if isinstance(src, Image.Image):
+        return f"the {src.mode} {src.width}x{src.height} image"
+    name = getattr(src, "name", None)
+    return f"'{name}'" if isinstance(name, str) else "the uploaded data"
+
+
+def _open(src: ImageLike) -> tuple[Image.Image, str]:
+    name = _describe(src)
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise ImageInputError(f"No image file at {name}: check the path.")
+        fp: object = path
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise ImageInputError("The uploaded image data is empty (0 bytes).")
+        fp = io.BytesIO(bytes(src))
+    elif hasattr(src, "read"):
+        fp = src
+    else:
+        raise ImageInputError(
+            f"Cannot use a {type(src).__name__} as an image: pass a file path, file bytes, "
+            "a PIL image or a numpy array.")
+    try:
+        with warnings.catch_warnings():
+            # Size is checked deliberately below (draft for JPEG, MAX_DECODE_PIXELS otherwise).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except Image.DecompressionBombError as e:
+        jpeg = _open_huge_jpeg(fp)
+        if jpeg is not None:
+            return jpeg, name
+        raise ImageInputError(
+            f"{name} is too large to decode safely ({e}). Downscale it below "
+            f"{MAX_DECODE_PIXELS // 1_000_000} megapixels and try again.") from e
+    except UnidentifiedImageError as e:
+        raise ImageInputError(
+            f"{name} is not an image file this system can read (unrecognised format). "
+            "Use a JPEG, PNG or WebP photo (convert HEIC/RAW files first).") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageInputError(f"Could not open {name} as an image: {e}") from e
+    return im, name
+
+
+def _open_huge_jpeg(fp: object) -> Image.Image | None:
+    """A JPEG above PIL's bomb limit is still fine: it will be decoded at 1/8..1/2 scale (draft)."""
+    try:
+        if isinstance(fp, Path):
+            with open(fp, "rb") as f:
+                magic = f.read(3)
+            source: object = str(fp)
+        else:
+            fp.seek(0)
+            magic = fp.read(3)
+            fp.seek(0)
+            source = fp
+        if magic != b"\xff\xd8\xff":
+            return None
+        return JpegImagePlugin.JpegImageFile(source)  # the plugin itself does no bomb check
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _from_pil(im: Image.Image, name: str, max_side: int, owned: bool) -> NormalizedImage:
+    """owned: we opened `im` ourselves, so it may be drafted (a caller's image is never mutated)."""
+    if im.width <= 0 or im.height <= 0:
+        raise ImageInputError(f"{name} is empty ({im.width}x{im.height}).")
+    orientation = _orientation(im)
+    full_size = im.size
+    if owned and getattr(im, "n_frames", 1) > 1:
+        im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+    if owned and isinstance(im, JpegImagePlugin.JpegImageFile) and not _is_loaded(im) \
+            and max(im.size) > max_side:
+        _draft(im, max_side)
+    if im.width * im.height > MAX_DECODE_PIXELS:
+        raise ImageInputError(
+            f"{name} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} megapixels); the "
+            f"limit is {MAX_DECODE_PIXELS // 1_000_000} megapixels. Downscale it or save it as JPEG.")
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageInputError(
+            f"{name} is truncated or corrupt and cannot be decoded ({e}). "
+            "Re-download or re-export the photo.") from e
+    decoded = _to_resizable_mode(im)
+    if decoded is not im and owned:
+        im.close()  # free the decoded source early: peak memory matters for huge inputs
+    return _finish(decoded, max_side, orientation, full_size, owned)
+
+
+def _is_loaded(im: Image.Image) -> bool:
+    return getattr(im, "im", None) is not None and not getattr(im, "tile", None)
+
+
+def _draft(im: Image.Image, max_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below max_side on the longest side."""
+    w, h = im.size
+    k = max_side / max(w, h)
+    im.draft(None, (max(1, int(np.ceil(w * k))), max(1, int(np.ceil(h * k)))))
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # malformed EXIF must not block an otherwise fine photo
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
+# --- pixel formats -------------------------------------------------------------------------------
+
+def _to_resizable_mode(im: Image.Image) -> Image.Image:
+    """Bring any PIL mode to L, RGB or RGBA (the modes PIL resizes correctly), values in 0..255."""
+    mode = im.mode
+    if mode in ("L", "RGB", "RGBA"):
+        return im
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_high_depth_to_uint8(np.asarray(im)), "L")
+    if mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode in ("PA", "LA", "La", "RGBa"):
+        return im.convert("RGBA")
+    if mode == "1":
+        return im.convert("L")
+    try:
+        return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX...
+    except (ValueError, OSError) as e:
+        raise ImageInputError(f"Unsupported image mode {mode!r}: save the photo as an RGB JPEG or PNG.") from e
+
+
+def _high_depth_to_uint8(a: np.ndarray) -> np.ndarray:
+    """16-bit/32-bit integer or float pixels -> uint8 (16-bit data scaled, not clipped)."""
+    a = np.asarray(a)
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise ImageInputError("The image contains NaN or infinite values.")
+        peak = float(a.max()) if a.size else 0.0
+        scaled = a * 255.0 if peak <= 1.0 else a
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if a.dtype == np.uint8:
+        return a
+    lo = int(a.min()) if a.size else 0
+    hi = int(a.max()) if a.size else 0
+    if lo < 0:
+        raise ImageInputError("The image has negative pixel values; expected 0..255 or 0..65535.")
+    if a.dtype.itemsize == 2 or hi > 255:  # 16-bit data: full range maps to 0..255
+        div = 257.0 if hi <= 65535 else hi / 255.0
+        return np.clip(np.rint(a / div), 0, 255).astype(np.uint8)
+    return a.astype(np.uint8)
+
+
+def _array_to_pil(a: np.ndarray) -> Image.Image:
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[-1] > 4 and a.shape[0] in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # CxHxW (torch layout) -> HxWxC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImageInputError(
+            f"A numpy image must be HxW, HxWx3 or HxWx4; got shape {tuple(a.shape)}.")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageInputError(f"The image is empty (shape {tuple(a.shape)}).")
+    if a.dtype.kind not in "biuf":
+        raise ImageInputError(f"Unsupported pixel type {a.dtype}: use uint8, uint16 or float in [0, 1].")
+    a = np.ascontiguousarray(_high_depth_to_uint8(a))
+    mode = "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA")
+    return Image.fromarray(a, mode)
+
+
+def _finish(im: Image.Image, max_side: int, orientation: int = 1,
+            full_size: tuple[int, int] | None = None, owned: bool = True) -> NormalizedImage:
+    """Reduce to max_side, composite transparency on white, RGB, apply EXIF orientation.
+
+    owned: `im` may be closed once reduced (never a caller's own image)."""
+    if im.mode not in ("L", "RGB", "RGBA"):
+        im = _to_resizable_mode(im)
+    full_w, full_h = full_size or im.size
+    if max(im.size) > max_side:
+        k = max_side / max(im.size)
+        size = (max(1, round(im.width * k)), max(1, round(im.height * k)))
+        small = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)  # RGBA: premultiplied
+        if owned:
+            im.close()
+        im = small
+    if im.mode == "RGBA":
+        base = Image.new("RGB", im.size, _WHITE)
+        base.paste(im, mask=im.getchannel("A"))
+        im = base
+    elif im.mode != "RGB":
+        im = im.convert("RGB")
+    for op in _TRANSPOSE.get(orientation, ()):
+        im = im.transpose(op)
+    if orientation in (5, 6, 7, 8):
+        full_w, full_h = full_h, full_w
+    return NormalizedImage(image=im, original_size=(int(full_w), int(full_h)))

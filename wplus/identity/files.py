@@ -1,0 +1,211 @@
+"""Identity files: a W+ code with where it came from, saved by name.
+
+An identity file is a `.safetensors` in `models/identities/`:
+  tensors  `wplus` (18,512) float32, optional `thumbnail` (H,W,3) uint8 (the aligned face),
+           optional `wplus_unedited` (18,512) when edits were baked in;
+  metadata format=wplus-identity, version, name, image_hash, backend, created (ISO 8601 UTC),
+           face_index, faces (JSON boxes), source, edits.
+The paper's `N.pth` files (a (1,18,512) tensor) load as identities too.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from wplus.assets.io import load_pickle
+from wplus.errors import IdentityFormatError, IdentityNotFoundError
+
+FORMAT = "wplus-identity"
+VERSION = "1"
+THUMBNAIL_SIZE = 256
+SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+@dataclass
+class Identity:
+    """One person's W+ code (18,512) plus what is needed to show and reproduce it."""
+
+    wplus: torch.Tensor
+    name: str = ""
+    image_hash: str | None = None
+    backend: str | None = None
+    thumbnail: Image.Image | None = None
+    created: str = ""
+    face_index: int | None = None
+    faces: list[dict] = field(default_factory=list)  # every face found: {"index", "box"}
+    source: str = "e4e"
+    edits: str = ""
+    wplus_unedited: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.wplus = _as_code(self.wplus, self.name or "identity")
+        if not self.created:
+            self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+    def batch(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(1,18,512), ready for `apply_edits` / the adapter's projection."""
+        return self.wplus.unsqueeze(0).to(device=device, dtype=dtype or self.wplus.dtype)
+
+
+def _as_code(t: Any, origin: str) -> torch.Tensor:
+    if isinstance(t, np.ndarray):
+        t = torch.from_numpy(t)
+    if not isinstance(t, torch.Tensor):
+        raise IdentityFormatError(f"{origin}: expected a W+ tensor (18,512), found {type(t).__name__}")
+    t = t.detach().cpu()
+    if tuple(t.shape) not in ((18, 512), (1, 18, 512)) or not torch.is_floating_point(t):
+        raise IdentityFormatError(f"{origin}: a W+ code must be a float tensor of shape (18,512) or (1,18,512), got {t.dtype} {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise IdentityFormatError(f"{origin}: the W+ code holds NaN or infinite values")
+    return t.reshape(18, 512).to(torch.float32).contiguous()
+
+
+# --- names and folders ---------------------------------------------------------------------------
+
+
+def identities_dir(models_dir: str | os.PathLike | None = None) -> Path:
+    from wplus.assets.registry import IDENTITIES_SUBDIR, default_models_dir
+
+    return Path(models_dir if models_dir is not None else default_models_dir()) / IDENTITIES_SUBDIR
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe identity name (no folders, no dots at the start)."""
+    clean = re.sub(r"[^\w\- .]+", "_", str(name), flags=re.UNICODE).strip(" ._")
+    if not clean:
+        raise IdentityFormatError(f"{name!r} cannot be used as an identity name: use letters, digits, '-' or '_'")
+    return clean[:120]
+
+
+def list_identities(folder: str | os.PathLike | None = None) -> list[str]:
+    folder = Path(folder) if folder is not None else identities_dir()
+    if not folder.is_dir():
+        return []
+    names = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith(".")}
+    return sorted(names, key=str.lower)
+
+
+def identity_path(name: str, folder: str | os.PathLike | None = None) -> Path:
+    folder = Path(folder) if folder is not None else identities_dir()
+    for suffix in SUFFIXES:
+        path = folder / f"{safe_name(name)}{suffix}"
+        if path.is_file():
+            return path
+    known = list_identities(folder)
+    listing = ", ".join(known[:20]) if known else "none yet"
+    raise IdentityNotFoundError(
+        f"No identity called {name!r} in {folder}. Saved identities: {listing}. "
+        f"Create one with `python -m wplus invert PHOTO -o {safe_name(name)}`."
+    )
+
+
+# --- save / load ---------------------------------------------------------------------------------
+
+
+def save_identity(identity: Identity, name: str | None = None, folder: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> Path:
+    """Write `<folder>/<name>.safetensors` (atomically) and return its path."""
+    from safetensors.torch import save_file
+
+    if path is None:
+        folder = Path(folder) if folder is not None else identities_dir()
+        path = folder / f"{safe_name(name or identity.name)}.safetensors"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"wplus": identity.wplus.contiguous()}
+    if identity.thumbnail is not None:
+        tensors["thumbnail"] = torch.from_numpy(np.asarray(identity.thumbnail.convert("RGB"), dtype=np.uint8).copy())
+    if identity.wplus_unedited is not None:
+        tensors["wplus_unedited"] = _as_code(identity.wplus_unedited, "wplus_unedited")
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": name or identity.name or path.stem,
+        "image_hash": identity.image_hash or "",
+        "backend": identity.backend or "",
+        "created": identity.created,
+        "face_index": "" if identity.face_index is None else str(identity.face_index),
+        "faces": json.dumps(identity.faces),
+        "source": identity.source,
+        "edits": identity.edits,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_identity(name_or_path: str | os.PathLike, folder: str | os.PathLike | None = None) -> Identity:
+    """By name from the identities folder, or from a path (ours, or an official `N.pth`)."""
+    path = Path(name_or_path)
+    if not (path.suffix in SUFFIXES and path.is_file()):
+        path = identity_path(str(name_or_path), folder)
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    return _load_pickle(path)
+
+
+def _load_pickle(path: Path) -> Identity:
+    try:
+        obj = load_pickle(path)
+    except Exception as exc:
+        raise IdentityFormatError(f"{path} is not a W+ file torch can load safely ({exc})") from None
+    if isinstance(obj, dict):
+        obj = next((obj[k] for k in ("wplus", "latent", "w", "latents") if k in obj), obj)
+    code = _as_code(obj, str(path))
+    return Identity(wplus=code, name=path.stem, source="official .pth" if path.suffix == ".pth" else "torch file",
+                    created=_mtime_iso(path))
+
+
+def _load_safetensors(path: Path) -> Identity:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = set(f.keys())
+            tensors = {k: f.get_tensor(k) for k in keys}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise IdentityFormatError(f"{path} is not a readable safetensors file ({exc}); re-create it with `python -m wplus invert`") from None
+    if "wplus" not in tensors:
+        if len(tensors) != 1:
+            raise IdentityFormatError(f"{path} holds no 'wplus' tensor (found {sorted(keys)})")
+        tensors["wplus"] = next(iter(tensors.values()))
+    thumb = tensors.get("thumbnail")
+    thumbnail = None
+    if thumb is not None and thumb.dtype == torch.uint8 and thumb.dim() == 3 and thumb.shape[-1] == 3:
+        thumbnail = Image.fromarray(thumb.numpy(), "RGB")
+    try:
+        faces = json.loads(meta.get("faces") or "[]")
+    except json.JSONDecodeError:
+        faces = []
+    face_index = meta.get("face_index", "")
+    return Identity(
+        wplus=tensors["wplus"],
+        name=meta.get("name") or path.stem,
+        image_hash=meta.get("image_hash") or None,
+        backend=meta.get("backend") or None,
+        thumbnail=thumbnail,
+        created=meta.get("created") or _mtime_iso(path),
+        face_index=int(face_index) if face_index.lstrip("-").isdigit() else None,
+        faces=faces if isinstance(faces, list) else [],
+        source=meta.get("source") or "safetensors",
+        edits=meta.get("edits", ""),
+        wplus_unedited=tensors.get("wplus_unedited"),
+    )
+
+
+def delete_identity(name: str, folder: str | os.PathLike | None = None) -> None:
+    identity_path(name, folder).unlink()
+
+
+def _mtime_iso(path: Path) -> str:
+    return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,259 @@
+"""One generation with the W+ branch, for hosts that run their own CFG loop (the WebUI).
+
+`prepare()` turns panel values into the identity code (encoded or loaded, edited, mixed) and the
+adapter; `GenerationSession` attaches the branch to a UNet, sets the bank [identity, zero-W+]
+once, and at every sampler step maps the host's CFG rows onto it and applies the delayed start.
+Nothing here imports the WebUI.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from wplus.branch import rows
+from wplus.webui.catalog import DEFAULT_ADAPTER, find_adapter
+from wplus.errors import MissingWeightsError, WPlusError
+from wplus.webui.settings import ExtensionSettings
+from wplus.webui.infotext import GenerationInfo, source_label
+from wplus.webui.options import SOURCES, PanelArgs
+
+# --- identity ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResolvedIdentity:
+    wplus: torch.Tensor  # (1,18,512) float32 on CPU, edits and mixing applied
+    info: GenerationInfo
+    thumbnail: Any = None  # the aligned face, when encoded from a photo
+
+
+def code_hash(w: torch.Tensor) -> str:
+    """Short content hash of a W+ code (what the infotext records as the identity)."""
+    data = w.detach().to(torch.float32).cpu().contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:10]
+
+
+class IdentityResolver:
+    """Panel values -> W+ code, with e4e loaded on demand and the content-hash cache shared
+    between generations (one resolver per models folder lives in the script)."""
+
+    def __init__(self, settings: ExtensionSettings, e4e_loader: Callable[[], Any] | None = None,
+                 encoder_tag: str | None = None):
+        from wplus.identity.encoder import IdentityEncoder, default_e4e_loader, default_encoder_tag
+        from wplus.identity.cache import default_cache
+
+        self.settings = settings
+        folder = settings.models_dir
+        loader = e4e_loader or default_e4e_loader(folder, allow_download=settings.auto_download)
+        tag = encoder_tag if encoder_tag is not None else default_encoder_tag(folder)
+        cache = default_cache(folder, max_items=max(1, settings.cache_size))
+        cache.max_items = max(1, settings.cache_size)
+        self.encoder = IdentityEncoder(loader, cache=cache, keep_loaded=not settings.unload_encoder, encoder_tag=tag)
+        self._lock = threading.Lock()
+
+    def resolve(self, args: PanelArgs) -> ResolvedIdentity:
+        with self._lock:
+            try:
+                return self._resolve(args)
+            finally:
+                if self.settings.unload_encoder:
+                    self.encoder.release()
+
+    def preview(self, args: PanelArgs) -> tuple[ResolvedIdentity, Any]:
+        """(identity, StyleGAN rendering of its code as a PIL image), loading e4e once for both."""
+        from wplus.stylegan.e4e import to_pil
+
+        with self._lock:  # the panel's buttons run beside generations: never release e4e mid-use
+            keep, self.encoder.keep_loaded = self.encoder.keep_loaded, True
+            try:
+                resolved = self._resolve(args)
+                with torch.no_grad():
+                    image = self.encoder.e4e.render(resolved.wplus.reshape(1, 18, 512))
+                return resolved, to_pil(image)[0]
+            finally:
+                self.encoder.keep_loaded = keep
+                if self.settings.unload_encoder:
+                    self.encoder.release()
+
+    def _resolve(self, args: PanelArgs) -> ResolvedIdentity:
+        w, thumb = self._one(args.source, args.reference, args.identity, args.seed, args.face_index)
+        mix_label, weights = "", None
+        if args.source2 != "None":
+            w2, _ = self._one(args.source2, args.reference2, args.identity2, args.seed2, -1)
+            weights = args.mix_weights()
+            w = _mix(w, w2, weights)
+            mix_label = source_label(args.source2, args.identity2, args.seed2)
+        edits = args.active_edits()
+        if edits:
+            w = self._edit(w, edits)
+        info = GenerationInfo(
+            identity_label=source_label(args.source, args.identity, args.seed), identity_hash=code_hash(w),
+            scale=args.scale, start=args.start, adapter_name="", adapter_hash="", face_index=args.face_index,
+            edits=edits, mix_label=mix_label, mix_weights=weights,
+        )
+        return ResolvedIdentity(w.float().cpu(), info, thumb)
+
+    def _one(self, source: str, reference: Any, identity: str, seed: int, face_index: int):
+        from wplus.webui.api import decode_image
+        from wplus.identity.files import identities_dir, load_identity
+
+        if source == SOURCES[1]:
+            if not identity:
+                raise WPlusError("W+: choose a saved identity (or switch the source to Photo)")
+            ident = load_identity(identity, identities_dir(self.settings.models_dir))
+            return ident.batch(dtype=torch.float32), ident.thumbnail
+        if source == SOURCES[2]:
+            with torch.no_grad():
+                w = self.encoder.e4e.map_seed(int(seed))
+            return w.float().cpu().reshape(1, 18, 512), None
+        image = decode_image(reference)
+        if image is None:
+            raise WPlusError("W+: no reference photo. Upload a photo of the person, choose a saved identity, "
+                             "or disable the W+ Adapter.")
+        index = None if face_index is None or face_index < 0 else int(face_index)
+        ident = self.encoder.encode(image, face_index=index, backend=self.settings.face_backend)
+        return ident.batch(dtype=torch.float32), ident.thumbnail
+
+    def _edit(self, w: torch.Tensor, edits: dict[str, float]) -> torch.Tensor:
+        from wplus.stylegan.directions import apply_edits, default_library
+
+        library = default_library(self.settings.models_dir, allow_download=self.settings.auto_download)
+        return apply_edits(w, edits, library)
+
+
+def _mix(w1: torch.Tensor, w2: torch.Tensor, weights) -> torch.Tensor:
+    from wplus.stylegan.directions import mix
+
+    if isinstance(weights, tuple):
+        weights = {"coarse": weights[0], "middle": weights[1], "fine": weights[2]}
+    return mix(w1, w2, weights)
+
+
+# --- adapter -------------------------------------------------------------------------------------
+
+_adapters: dict[tuple[str, int, int], tuple[nn.Module, str]] = {}
+_adapters_lock = threading.Lock()
+
+
+def resolve_adapter_path(name: str, settings: ExtensionSettings, extra_dirs: list[Path] = ()) -> Path:
+    """The adapter file: found in the models folders, else (default adapter only) downloaded."""
+    from wplus.assets import registry
+    from wplus.assets.download import ensure_file, missing_message
+
+    dirs = [settings.models_dir, *extra_dirs]
+    found = find_adapter(name, dirs)
+    if found is not None:
+        return found
+    entry = registry.get("adapter")
+    if os.path.basename(name or DEFAULT_ADAPTER) != entry.filename:
+        raise MissingWeightsError(f"W+: adapter file {name!r} not found in {', '.join(str(d) for d in dirs)}. "
+                                  "Press the refresh button next to the adapter list and pick an existing file.")
+    if not settings.auto_download:
+        raise MissingWeightsError(missing_message(entry, settings.models_dir, "automatic download is disabled in "
+                                                  "Settings > W+ Adapter"))
+    return ensure_file(entry, settings.models_dir, allow_download=True)
+
+
+def load_adapter_cached(path: Path) -> tuple[nn.Module, str]:
+    """(adapter, short file hash), loaded once per file version; `attach` moves it to the UNet's
+    device/dtype, where it stays for the next generation."""
+    from wplus.branch.files import load_adapter
+
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    with _adapters_lock:
+        if key not in _adapters:
+            for old in [k for k in _adapters if k[0] == key[0]]:
+                del _adapters[old]
+            _adapters[key] = (load_adapter(str(path)).eval(), _file_hash(path))
+        return _adapters[key]
+
+
+def _file_hash(path: Path) -> str:
+    from wplus.assets.download import sha256_file
+
+    return sha256_file(path)[:10]
+
+
+# --- the branch during sampling ------------------------------------------------------------------
+
+
+@dataclass
+class BranchPlan:
+    scale: float
+    start: float  # fraction of the sampling steps
+    hires_full: bool = True  # the hires-fix pass keeps the branch on from its first step
+
+
+@dataclass
+class GenerationSession:
+    """The branch for one `process_images` call: attach, per-step rows/scale, close."""
+
+    adapter: nn.Module
+    wplus: torch.Tensor  # (1,18,512)
+    plan: BranchPlan
+    device: Any = None  # where the host runs the UNet; its weights may sit elsewhere (WebUI --medvram)
+    handle: Any = None
+    closed: bool = False
+    steps_seen: list[tuple[int, float]] = field(default_factory=list)  # (step, scale) for diagnostics
+    _index_cache: dict = field(default_factory=dict)
+
+    def attach(self, unet: nn.Module) -> None:
+        """Attach to `unet` (raises IncompatibleModelError); a no-op when already attached there."""
+        from wplus.branch.hook import attach
+
+        if self.closed:
+            raise WPlusError("W+: this generation's branch is already closed")
+        if self.handle is not None and self.handle.unet is unet and self.handle.attached:
+            return
+        self.detach()
+        handle = attach(unet, self.adapter, device=self.device)  # attach drops any stale attachment
+        try:
+            weight = self.adapter.proj.norm.weight
+            with torch.no_grad():
+                codes = torch.cat([self.wplus, torch.zeros_like(self.wplus)]).to(weight.device, weight.dtype)
+                handle.set_bank(self.adapter.project(codes))
+        except Exception:
+            handle.remove()
+            raise
+        handle.scale = 0.0  # off until the first step says otherwise
+        self._index_cache.clear()
+        self.handle = handle
+
+    def on_step(self, n_rows: int, n_cond: int, step: int, total_steps: int, hires: bool = False) -> float:
+        """Before the UNet calls of one sampler step: rows -> bank rows, λ or 0 (delayed start)."""
+        handle = self.handle
+        if handle is None or not handle.attached:
+            return 0.0
+        key = (n_rows, n_cond)
+        index = self._index_cache.get(key)
+        if index is None:
+            index = self._index_cache[key] = rows.cfg_row_index(n_rows, n_cond)
+        handle.row_index = index
+        handle.reset_rows()
+        on = (hires and self.plan.hires_full) or rows.branch_on(step, total_steps, self.plan.start)
+        handle.scale = float(self.plan.scale) if on else 0.0
+        self.steps_seen.append((step, handle.scale))
+        return handle.scale
+
+    def detach(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def close(self) -> None:
+        self.detach()
+        self.closed = True
+
+
+def unet_of(sd_model: Any) -> nn.Module | None:
+    """The denoiser network of a WebUI-style model object (`sd_model.model.diffusion_model`)."""
+    model = getattr(sd_model, "model", None)
+    return getattr(model, "diffusion_model", None)
