@@ -118,8 +118,8 @@ def bench_model(b: Bench, model: E4E, device: str, render: bool) -> None:
 def bench_cache(b: Bench, code: torch.Tensor, device: str) -> None:
     """Cache hits of the identity engineer's content-hash cache, when it exists."""
     try:
-        from wplus.identity.files import Identity
         from wplus.identity.cache import IdentityCache
+        from wplus.identity.files import Identity
     except ImportError:
         return
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,9 +50,9 @@ def timed(fn, repeat: int) -> float:
 
 
 def bench_device(device: str, photo, e4e_path: Path | None, repeat: int) -> list[tuple[str, float]]:
-    from wplus.stylegan.e4e import load_e4e
     from wplus.faces.detect import prepare_reference
     from wplus.identity.encoder import image_to_batch
+    from wplus.stylegan.e4e import load_e4e
 
     model = load_e4e(str(e4e_path), device=device) if e4e_path else random_e4e(device)
     model.load()

@@ -33,8 +33,9 @@ SD15 = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json
 
 
 def unet_rows(name: str, cfg: dict, res: int, batch: int, steps: int, device: str, dtype: torch.dtype) -> list[dict]:
-    import wplus
     from diffusers import UNet2DConditionModel
+
+    import wplus
     from trainer.engine import TrainModel
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**cfg).to(device, dtype).eval().requires_grad_(False)
@@ -93,10 +94,10 @@ def sync(device: str) -> None:
 
 def full_tiny_rows(steps: int, device: str) -> list[dict]:
     """The trainer's complete step on the tiny diffusers model and the real test photos."""
+    from trainer import data as data_mod
     from trainer.config import TrainConfig
     from trainer.engine import Trainer
     from trainer.tiny import build_tiny_sd
-    from trainer import data as data_mod
     e4e = ROOT.parent / "shared" / "data" / "official" / "test_data" / "e4e"
     if not e4e.is_dir():
         return []
@@ -112,8 +113,9 @@ def full_tiny_rows(steps: int, device: str) -> list[dict]:
             "id": str(i), "aligned": str(e4e / f"{i}.png"), "wplus": str(e4e / f"{i}.pth"),
             "wild": str(e4e / f"{i}.png"), "wild_mask": str(tmp / "mask.png"), "captions": ["a person"]}) + "\n"
             for i in range(1, 6)))
-        import wplus
         from diffusers import UNet2DConditionModel
+
+        import wplus
         init = tmp / "init.safetensors"
         wplus.save_adapter(wplus.WPlusAdapter.from_unet(UNet2DConditionModel.from_pretrained(tmp / "sd", subfolder="unet")),
                            init)

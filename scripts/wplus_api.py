@@ -7,7 +7,6 @@ from pathlib import Path
 from modules import script_callbacks, shared
 
 from wplus.webui import api as api_args
-
 from wplus.webui import catalog
 from wplus.webui.settings import ExtensionSettings
 

@@ -24,20 +24,13 @@ try:  # WebUI >= 1.7
 except ImportError:  # older WebUI: plain checkbox + accordion
     InputAccordion = ToolButton = None
 
-from wplus.webui import api as api_args
-
-from wplus.webui import catalog
-
-from wplus.webui import session as generation
-
-from wplus.webui import infotext
-
-from wplus.webui import panel as wpanel
-
-from wplus.webui import options as panel_state
-
 from wplus.branch import rows
 from wplus.errors import IncompatibleModelError, WPlusError
+from wplus.webui import api as api_args
+from wplus.webui import catalog, infotext
+from wplus.webui import options as panel_state
+from wplus.webui import panel as wpanel
+from wplus.webui import session as generation
 from wplus.webui.settings import ExtensionSettings
 
 TITLE = "W+ Adapter"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gradio as gr
-
 from modules import script_callbacks, shared
 
 from wplus.webui.settings import SECTION, SPECS

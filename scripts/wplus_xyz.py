@@ -12,8 +12,8 @@ from pathlib import Path
 from modules import script_callbacks, scripts, shared
 
 from wplus.webui import catalog
-from wplus.webui.settings import ExtensionSettings
 from wplus.webui.options import SCALE_LIMIT, XYZ_ATTR
+from wplus.webui.settings import ExtensionSettings
 
 PREFIX = "[W+] "
 EXT_MODELS = Path(__file__).resolve().parents[1] / "models"

@@ -20,10 +20,12 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
+from scipy.ndimage import distance_transform_cdt
 
 from trainer.config import TrainConfig
-
-W_SHAPE = (18, 512)
+from wplus.geometry import WPLUS_SHAPE
+from wplus.identity.files import load_identity
+from wplus.stylegan.pixels import to_input
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -64,10 +66,8 @@ def load_wplus(path: str | Path) -> torch.Tensor:
     """A W+ code as (18,512) float32: identity files and official N.pth via `wplus.identity`, or .npy."""
     path = Path(path)
     if path.suffix != ".npy":
-        from wplus.identity.files import load_identity
-
         return load_identity(path).wplus
-    w = torch.from_numpy(np.load(path)).float().reshape(-1, *W_SHAPE)
+    w = torch.from_numpy(np.load(path)).float().reshape(-1, *WPLUS_SHAPE)
     if w.shape[0] != 1:
         raise ValueError(f"{path}: expected one W+ code (18,512), found {tuple(w.shape)}")
     return w[0].contiguous()
@@ -137,8 +137,7 @@ def pick_drop(rng: random.Random, cfg: TrainConfig) -> tuple[bool, bool]:
 # ----------------------------------------------------------------------------- images
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL -> (3,H,W) in [-1,1]."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return to_input(img, size=None)[0].contiguous()
 
 
 def mask_tensor(mask: Image.Image) -> torch.Tensor:
@@ -215,7 +214,6 @@ def soften_mask(rng: random.Random, mask: Image.Image, cfg: TrainConfig) -> Imag
     area = float(face.sum())
     if area == 0:
         return mask
-    from scipy.ndimage import distance_transform_cdt
     size = math.sqrt(area)
     erode = rng.uniform(*cfg.mask_erode) * size
     blur = rng.uniform(*cfg.mask_blur) * size

@@ -21,14 +21,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import ProjectConfiguration
+from diffusers.optimization import get_scheduler
 from torch import nn
+from tqdm.auto import tqdm
 
 import wplus
 from trainer import data as data_mod
 from trainer import losses
 from trainer.config import TrainConfig, save_config
+from trainer.export import export_adapter
 from trainer.models import BaseModel, load_base_model
 from trainer.perturb import DirectionBank, perturb_wplus
+from trainer.validate import render_validation
 
 CKPT_DIR = "checkpoints"
 ADAPTER_FILE = "wplus_adapter.safetensors"
@@ -71,8 +78,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Trainer":
-        from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
         cfg = self.cfg.validate()
         if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
             print("W+ trainer: fp16 needs a GPU; training in fp32 on this machine (--mixed-precision no)")
@@ -113,7 +118,6 @@ class Trainer:
         params = [p for p in adapter.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-        from diffusers.optimization import get_scheduler
         self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
                                           num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.max_steps)
         model = TrainModel(self.base.unet, adapter)
@@ -311,14 +315,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ export / validation
     def export(self) -> Optional[Path]:
-        from trainer.export import export_adapter
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
         return export_adapter(self.adapter, self.out, official=self.cfg.export_official)
 
     def validate(self) -> Optional[Path]:
-        from trainer.validate import render_validation
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
@@ -329,7 +331,6 @@ class Trainer:
 def _allow_new_precision(mixed_precision: str) -> None:
     """accelerate keeps one global state per process; a second in-process run (tests, notebooks)
     with another precision would be refused, so drop the old precision (the process group stays)."""
-    from accelerate.state import AcceleratorState
     try:
         if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
             AcceleratorState._reset_state(reset_partial_state=False)
@@ -338,14 +339,12 @@ def _allow_new_precision(mixed_precision: str) -> None:
 
 
 def _load_weights(adapter: wplus.WPlusAdapter, loaded: wplus.WPlusAdapter, source: str) -> None:
-    mine = adapter.state_dict()
-    theirs = loaded.state_dict()
-    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+    """Copy a loaded adapter's weights into the one being trained (its dtype and device stay)."""
+    try:
+        adapter.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as exc:
         raise wplus.WPlusError(f"{source}: adapter for {loaded.describe()} does not fit this base model "
-                               f"({adapter.describe()})")
-    with torch.no_grad():
-        for k, t in theirs.items():
-            mine[k].copy_(t)
+                               f"({adapter.describe()})") from exc
 
 
 def _randn(shape, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -357,7 +356,6 @@ def _flat(d: dict) -> dict:
 
 
 def _progress(cfg: TrainConfig, acc: Any, initial: int):
-    from tqdm.auto import tqdm
     return tqdm(total=cfg.max_steps, initial=initial, desc=f"stage {cfg.stage}", unit="step",
                 disable=not (cfg.progress and acc.is_local_main_process), dynamic_ncols=True)
 

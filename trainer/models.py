@@ -18,6 +18,10 @@ from typing import Any, Optional
 
 import torch
 import yaml
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.loaders import single_file_utils as sfu
+from safetensors.torch import load_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "configs" / "models"
 CLIP_VOCAB_SIZE = 49408
@@ -115,7 +119,6 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def load_tokenizer(folder: Optional[str], cache_dir: Path, pad_token: str = "<|endoftext|>"):
-    from transformers import CLIPTokenizer
     if folder is None:
         folder = str(cache_dir / ("clip_tokenizer" + ("_pad_excl" if pad_token == "!" else "")))
         if not (Path(folder) / "vocab.json").is_file():
@@ -147,8 +150,6 @@ def load_base_model(path: str, *, arch: str = "auto", original_config: Optional[
 
 
 def _load_diffusers_folder(p: Path) -> BaseModel:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (p / sub).is_dir():
             raise FileNotFoundError(f"{p} is not a diffusers model folder: {sub}/ is missing")
@@ -170,7 +171,6 @@ def _load_diffusers_folder(p: Path) -> BaseModel:
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         return load_file(str(path))
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -196,8 +196,6 @@ def detect_arch(sd: dict) -> str:
 
 def _load_single_file(p: Path, arch: str, original_config: Optional[str], tokenizer: Optional[str],
                       cache_dir: Path) -> BaseModel:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from diffusers.loaders import single_file_utils as sfu
     sd = read_checkpoint(p)
     if not any(k.startswith("model.diffusion_model.") for k in sd):
         raise ValueError(f"{p}: no UNet weights (model.diffusion_model.*): not a full SD checkpoint")
@@ -243,8 +241,6 @@ def _scheduler_config(ocfg: dict) -> dict:
 
 def _single_file_text(sd: dict, arch: str, tokenizer: Optional[str], cache_dir: Path
                       ) -> tuple[list, list]:
-    from diffusers.loaders import single_file_utils as sfu
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
     if arch == "sd1":
         tsd = sfu.convert_ldm_clip_checkpoint(sd)
         enc = _clip_from_state(CLIPTextModel, tsd, "quick_gelu")
@@ -259,7 +255,6 @@ def _single_file_text(sd: dict, arch: str, tokenizer: Optional[str], cache_dir: 
 
 
 def _clip_config(tsd: dict, act: str, projection: bool = False):
-    from transformers import CLIPTextConfig
     vocab, hidden = tsd["text_model.embeddings.token_embedding.weight"].shape
     layers = 1 + max(int(m.group(1)) for k in tsd
                      if (m := re.match(r"text_model\.encoder\.layers\.(\d+)\.", k)))
@@ -283,7 +278,6 @@ def _clip_from_state(cls, tsd: dict, act: str):
 
 def _open_clip_text(cls, sd: dict, prefix: str):
     """OpenCLIP text tower -> transformers CLIP text model (SD2: penultimate layer = 23 layers)."""
-    from diffusers.loaders import single_file_utils as sfu
 
     hidden = sd[prefix + "token_embedding.weight"].shape[1]
 

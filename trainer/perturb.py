@@ -16,6 +16,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from wplus.geometry import WPLUS_SHAPE
+from wplus.stylegan.directions import DirectionLibrary
+
 KINDS = ("extrapolate", "scaled_copy", "noise", "direction", "blend")
 
 
@@ -34,13 +37,12 @@ class DirectionBank:
         """The paper's `w_direction/` folder; empty when None."""
         if folder is None:
             return cls()
-        from wplus.stylegan.directions import DirectionLibrary
         folder = Path(folder)
         vectors = []
         att = folder / "att_direction_scale.pth"
         if att.is_file():
             loaded = torch.load(att, map_location="cpu", weights_only=True)
-            vectors = [torch.as_tensor(v).float().reshape(18, 512) for v in loaded]
+            vectors = [torch.as_tensor(v).float().reshape(WPLUS_SHAPE) for v in loaded]
         library = DirectionLibrary.from_folders(official=folder)
         ganspace = [d for d in library if d.source == "ganspace"]
         if not vectors and not ganspace:

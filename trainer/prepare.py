@@ -28,6 +28,11 @@ if __package__ in (None, ""):
 import numpy as np
 from PIL import Image, ImageOps
 
+import wplus
+from wplus.errors import WPlusError
+from wplus.faces.detect import prepare_reference, release_models
+from wplus.geometry import WPLUS_SHAPE
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 WPLUS_SUFFIXES = (".pth", ".pt", ".safetensors", ".npy")
 Encoder = Callable  # torch: (B,3,256,256) in [-1,1] -> (B,18,512); torch is imported lazily (light workers)
@@ -75,8 +80,8 @@ def wild_face_mask(prepared, size: tuple[int, int]) -> Image.Image:
 
 
 def _save_wplus(w, path: Path) -> None:
-    from safetensors.torch import save_file
-    save_file({"wplus": w.detach().float().reshape(1, 18, 512).contiguous().cpu()}, str(path))
+    from safetensors.torch import save_file  # torch: kept out of the detection workers (see Encoder)
+    save_file({"wplus": w.detach().float().reshape(1, *WPLUS_SHAPE).contiguous().cpu()}, str(path))
 
 
 def _load_manifest(path: Path) -> dict[str, dict]:
@@ -98,8 +103,7 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
 
     workers > 1 detects and aligns faces in that many processes (the encoder stays in this one).
     """
-    from wplus.errors import WPlusError
-    from wplus.identity.encoder import image_to_batch
+    from wplus.identity.encoder import image_to_batch  # torch: kept out of the detection workers
 
     out = Path(out)
     for sub in ("aligned", "masks", "wplus", "wild_masks"):
@@ -148,15 +152,12 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
     finally:
         if pool is not None:
             pool.terminate()
-    from wplus.faces.detect import release_models
     release_models()  # face networks were kept loaded across photos
     return report
 
 
 def _detect(job: tuple[str, Path], backend: str, size: int, require_single: bool):
     """Detect + align + mask one photo (runs in worker processes): (PreparedFace, None) or (None, reason)."""
-    from wplus import prepare_reference
-    from wplus.errors import WPlusError
     try:
         return prepare_reference(str(job[1]), backend=backend, size=size, require_single=require_single,
                                  keep_models=True), None
@@ -172,14 +173,14 @@ def _finish(kind: str, image: Path, sid: str, out: Path, prep, encoder: Optional
     prep.aligned.save(aligned)
     Image.fromarray(np.uint8(np.clip(np.rint(prep.mask * 255), 0, 255)), "L").save(mask)
     if wfile is not None:
-        from trainer.data import load_wplus
+        from trainer.data import load_wplus  # torch: kept out of the detection workers
         w = load_wplus(wfile)
     elif encoder is not None:
-        import torch
+        import torch  # kept out of the detection workers
         with torch.no_grad():
             w = encoder(image_to_batch(prep.masked, 256))
-        if tuple(w.shape[-2:]) != (18, 512):
-            raise ValueError(f"the encoder returned {tuple(w.shape)}, expected (1,18,512)")
+        if tuple(w.shape[-2:]) != WPLUS_SHAPE:
+            raise ValueError(f"the encoder returned {tuple(w.shape)}, expected (1,{WPLUS_SHAPE[0]},{WPLUS_SHAPE[1]})")
     else:
         raise ValueError(f"no W+ for {image.name}: give --e4e (or --wplus-dir with {image.stem}.pth)")
     _save_wplus(w, wpath)
@@ -213,8 +214,7 @@ def _has_rotation(im: Image.Image) -> bool:
 
 def e4e_encoder(path: str, device: Optional[str] = None) -> Encoder:
     """The real e4e (loaded once, on the GPU when there is one)."""
-    import torch
-    import wplus
+    import torch  # kept out of the detection workers
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = wplus.load_e4e(path, device=device)
     return lambda batch: model.encode(batch).cpu()

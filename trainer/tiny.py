@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,8 +35,6 @@ TINY_UNET = {
 def build_tiny_sd(folder: str | Path, fixture: Optional[Path] = FIXTURE, unet_config: Optional[dict] = None,
                   seed: int = 0) -> Path:
     """Write a diffusers SD folder (unet, vae, text_encoder, tokenizer, scheduler) and return it."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     folder = Path(folder)
     torch.manual_seed(seed)
     cfg = dict(unet_config or TINY_UNET)
@@ -43,7 +44,6 @@ def build_tiny_sd(folder: str | Path, fixture: Optional[Path] = FIXTURE, unet_co
         weights = fixture / "unet_diffusers.safetensors"
     unet = UNet2DConditionModel(**cfg)
     if weights is not None and weights.is_file():
-        from safetensors.torch import load_file
         unet.load_state_dict(load_file(str(weights)))
     unet.save_pretrained(folder / "unet")
     vae = AutoencoderKL(

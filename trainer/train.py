@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: `wplus` and `trainer`
 
 from trainer.config import parse_config  # noqa: E402
+from wplus.errors import WPlusError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trainer.engine import Trainer
-    from wplus.errors import WPlusError
+    from trainer.engine import Trainer  # torch, diffusers, accelerate: only once the options are valid
     trainer = Trainer(cfg)
     try:
         trainer.setup()

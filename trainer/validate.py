@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler
 from PIL import Image
 
 from trainer import data as data_mod
+from wplus.stylegan.pixels import to_pil
 
 
 def validation_identities(cfg) -> list[torch.Tensor]:
@@ -26,7 +28,6 @@ def validation_identities(cfg) -> list[torch.Tensor]:
 @torch.no_grad()
 def sample(base, model, w: torch.Tensor, prompt: str, seed: int, steps: int, guidance: float,
            scale: float, size: int) -> Image.Image:
-    from diffusers import DDIMScheduler
     sched = DDIMScheduler.from_config(base.scheduler.config)
     sched.set_timesteps(steps)
     unet, vae = base.unet, base.vae
@@ -45,8 +46,7 @@ def sample(base, model, w: torch.Tensor, prompt: str, seed: int, steps: int, gui
         cond, uncond = pred.chunk(2)
         x = sched.step(uncond + guidance * (cond - uncond), t, x).prev_sample
     img = vae.decode((x / vae.config.scaling_factor).to(vae.dtype)).sample[0].float()
-    arr = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr)
+    return to_pil(img)[0]
 
 
 def grid(images: list[Image.Image], cols: int) -> Image.Image:

@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from wplus.errors import WPlusError
+from PIL import Image
+
+from wplus.assets import registry
+from wplus.assets.download import ensure_file, find_existing
+from wplus.assets.fingerprint import file_tag
+from wplus.assets.registry import missing_message
+from wplus.errors import MissingWeightsError, WPlusError
+from wplus.stylegan.edit_text import format_edits, parse_edits
 
 EXAMPLES = """examples:
   python -m wplus invert photo.jpg -o alice --preview alice.png
@@ -89,16 +96,15 @@ def main(argv: Sequence[str] | None = None, e4e_loader: Callable[[], Any] | None
 
 
 def _models(args: argparse.Namespace) -> Path:
-    from wplus.assets.registry import default_models_dir
-
-    return args.models if args.models is not None else default_models_dir()
+    return args.models if args.models is not None else registry.default_models_dir()
 
 
 def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -> int:
-    from wplus.stylegan.directions import apply_edits, default_library, parse_edits
-    from wplus.identity.encoder import IdentityEncoder, faces_table
+    # torch-based modules: imported by the commands that use them, so `download` and --help stay light
     from wplus.identity.cache import default_cache
+    from wplus.identity.encoder import IdentityEncoder, faces_table
     from wplus.identity.files import save_identity
+    from wplus.stylegan.directions import apply_edits, default_library
 
     models = _models(args)
     edits = parse_edits(args.edit)
@@ -124,7 +130,7 @@ def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -
         if edits:
             identity.wplus_unedited = identity.wplus.clone()
             identity.wplus = apply_edits(identity.wplus, edits, library)
-            identity.edits = ", ".join(f"{k}={v:g}" for k, v in edits.items())
+            identity.edits = format_edits(edits)
             print(f"edits: {identity.edits}")
         path = save_identity(identity, name, folder=models / "identities")
         print(f"identity saved: {path}")
@@ -138,30 +144,30 @@ def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -
 
 
 def _checkpoint_loader(args: argparse.Namespace, models: Path) -> tuple[Callable[[], Any], str]:
-    """Resolve the e4e file now (fail fast, download if allowed); load it only when needed."""
-    import torch
+    """Resolve the e4e file now (fail fast, download if allowed); load it only when needed.
 
-    from wplus.assets import registry
-    from wplus.assets.download import ensure_file
-
+    The tag names the file version as the WebUI does (`file_tag`), so both share the identity cache."""
     path = args.e4e if args.e4e is not None else ensure_file(registry.get("e4e"), models, allow_download=not args.no_download)
     if not Path(path).is_file():
-        raise WPlusError(f"--e4e {path}: no such file")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        raise MissingWeightsError(missing_message(registry.get("e4e"), None, "the file given with --e4e does not exist",
+                                                  path=path))
+    device = args.device
 
     def load() -> Any:
+        import torch  # torch and the e4e model code load only when a face is really encoded
+
         from wplus.stylegan.e4e import load_e4e
 
-        return load_e4e(str(path), device=device)
+        return load_e4e(str(path), device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    st = Path(path).stat()
-    return load, f"{Path(path).name}:{st.st_size}:{st.st_mtime_ns}"
+    return load, file_tag(path)
 
 
 def write_preview(e4e: Any, identity: Any, out: Path, size: int = 256) -> Path:
     """One strip: aligned face | StyleGAN reconstruction | edited (when edits were applied)."""
-    import torch
-    from PIL import Image
+    import torch  # torch-based, as in cmd_invert
+
+    from wplus.stylegan.pixels import to_pil
 
     codes = [identity.wplus_unedited if identity.wplus_unedited is not None else identity.wplus]
     if identity.wplus_unedited is not None:
@@ -169,9 +175,7 @@ def write_preview(e4e: Any, identity: Any, out: Path, size: int = 256) -> Path:
     with torch.no_grad():
         images = e4e.render(torch.stack(codes))
     panels = [identity.thumbnail] if identity.thumbnail is not None else []
-    for img in images:
-        arr = ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        panels.append(Image.fromarray(arr, "RGB"))
+    panels += to_pil(images)
     strip = Image.new("RGB", (size * len(panels), size), "white")
     for i, panel in enumerate(panels):
         strip.paste(panel.convert("RGB").resize((size, size), Image.Resampling.LANCZOS), (i * size, 0))
@@ -182,9 +186,6 @@ def write_preview(e4e: Any, identity: Any, out: Path, size: int = 256) -> Path:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from wplus.assets import registry
-    from wplus.assets.download import ensure_file, find_existing
-
     models = _models(args)
     entries = registry.select(args.what)
     missing = 0
@@ -203,7 +204,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_directions(args: argparse.Namespace) -> int:
-    from wplus.stylegan.directions import default_library
+    from wplus.stylegan.directions import default_library  # torch-based, as in cmd_invert
 
     library = default_library(_models(args), allow_download=not args.no_download)
     groups = library.by_group()

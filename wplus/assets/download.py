@@ -5,7 +5,6 @@ disabled) the user gets one message saying which file, from where, and into whic
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import urllib.error
@@ -13,45 +12,21 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from tqdm import tqdm
+
+from wplus.assets.fingerprint import CHUNK, cached_sha256, sha256_file
+from wplus.assets.registry import ModelFile, default_models_dir, missing_message
 from wplus.errors import DownloadError, MissingWeightsError
-from wplus.assets.registry import ModelFile, default_models_dir
 
 ProgressCallback = Callable[[int, Optional[int]], None]  # (bytes done, total bytes or None)
 Opener = Callable[..., object]  # urllib.request.urlopen-like: opener(request, timeout=...)
 
-CHUNK = 1 << 20
 TIMEOUT_S = 30.0
-_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
 def downloads_disabled() -> bool:
     """`WPLUS_OFFLINE=1` (or HF_HUB_OFFLINE=1, which WebUI users already set) disables downloads."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in ("WPLUS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def missing_message(entry: ModelFile, models_dir: str | os.PathLike, reason: str) -> str:
-    folder = entry.folder(models_dir).resolve()
-    return (
-        f"Missing {entry.filename!r} ({entry.description}): {reason}. "
-        f"Download it from {entry.url} and put it in the folder {folder}{os.sep} "
-        f"(the file must be {entry.path(models_dir).resolve()})."
-    )
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _cached_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _verified:
-        _verified[key] = sha256_file(path)
-    return _verified[key]
 
 
 def find_existing(entry: ModelFile, models_dir: str | os.PathLike, search_dirs: Iterable[str | os.PathLike] = ()) -> Path | None:
@@ -69,7 +44,7 @@ def find_existing(entry: ModelFile, models_dir: str | os.PathLike, search_dirs: 
 def check_hash(entry: ModelFile, path: Path) -> None:
     if entry.sha256 is None:
         return
-    actual = _cached_sha256(path)
+    actual = cached_sha256(path)
     if actual != entry.sha256:
         raise DownloadError(
             f"{path} is not the expected {entry.filename!r}: sha256 {actual} != {entry.sha256}. "
@@ -179,8 +154,6 @@ def _fetch_into(entry: ModelFile, part: Path, progress: bool, callback: Progress
 def _stream(response, part: Path, have: int, total: int | None, entry: ModelFile, progress: bool, callback: ProgressCallback | None) -> None:
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=Path(entry.filename).name, file=sys.stderr, leave=False)
     done = have

@@ -19,6 +19,7 @@ FACEXLIB_URL = "https://github.com/xinntao/facexlib/releases/download"
 DIRECTIONS_SUBDIR = "w_direction"
 IDENTITIES_SUBDIR = "identities"
 FACEXLIB_SUBDIR = "facexlib"
+EXTENSION_DIR = Path(__file__).resolve().parents[2]  # the checkout: wplus/, scripts/, models/ ...
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,21 @@ def select(what: str) -> list[ModelFile]:
     return groups[what]
 
 
+def missing_message(entry: ModelFile, models_dir: str | os.PathLike | None, reason: str,
+                    path: str | os.PathLike | None = None) -> str:
+    """The one message for an absent model file: which file, why, where to get it and where it goes
+    (`path` when the caller looked somewhere else than the models folder)."""
+    target = Path(path) if path is not None else entry.path(models_dir if models_dir is not None else default_models_dir())
+    return (
+        f"Missing {entry.filename!r} ({entry.description}): {reason}. "
+        f"Download it from {entry.url} and put it in the folder {target.parent.resolve()}{os.sep} "
+        f"(the file must be {target.resolve()})."
+    )
+
+
 def default_models_dir() -> Path:
     """`$WPLUS_MODELS_DIR` if set, else the extension's own `models/` folder."""
     env = os.environ.get("WPLUS_MODELS_DIR")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[1] / "models"
+    return EXTENSION_DIR / "models"

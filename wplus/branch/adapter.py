@@ -9,6 +9,7 @@ from torch import nn
 from wplus.branch.layers import LayerSpec, cross_attention_layers, describe, layer_spec, unet_family
 from wplus.branch.projection import WPlusProjection
 from wplus.branch.residual import ResidualIdentityAttention
+from wplus.geometry import NUM_STYLES
 
 
 class WPlusAdapter(nn.Module):
@@ -40,7 +41,7 @@ class WPlusAdapter(nn.Module):
     def zero_tokens(self, n: int = 1) -> torch.Tensor:
         """Tokens of the all-zero W+: what unconditional rows see."""
         ref = self.proj.norm.weight
-        return self.project(torch.zeros(n, 18, self.proj.w_dim, device=ref.device, dtype=ref.dtype))
+        return self.project(torch.zeros(n, NUM_STYLES, self.proj.w_dim, device=ref.device, dtype=ref.dtype))
 
     def describe(self) -> str:
         return describe(self.arch, self.specs)

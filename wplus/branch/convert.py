@@ -10,8 +10,8 @@ import sys
 
 import torch
 
-from wplus.errors import WPlusError
 from wplus.branch.files import load_adapter, save_adapter
+from wplus.errors import WPlusError
 
 
 def main(argv: list[str] | None = None) -> int:

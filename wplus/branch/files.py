@@ -9,15 +9,15 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
+from wplus.assets.atomic import atomic_path
 from wplus.assets.io import load_pickle
 from wplus.branch.adapter import WPlusAdapter
-from wplus.errors import AdapterFormatError
 from wplus.branch.layers import FAMILY_NAMES, LayerSpec
-from wplus.branch.projection import LAYER_GROUPS, W_DIM
+from wplus.errors import AdapterFormatError
+from wplus.geometry import NUM_TOKENS
 
 FORMAT = "wplus-adapter"
 FORMAT_VERSION = "1"
@@ -48,11 +48,11 @@ def load_adapter(path: str | Path) -> WPlusAdapter:
 def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False, dtype: torch.dtype | None = None) -> Path:
     """Write our .safetensors (default) or the official .bin layout; `dtype` e.g. torch.float16."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cast = (lambda t: t.detach().to("cpu", dtype or t.dtype).contiguous())
     if official:
         state = {k: {n: cast(t) for n, t in d.items()} for k, d in adapter.official_state_dict().items()}
-        torch.save(state, path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
         return path
     tensors = {f"proj.{k}": cast(t) for k, t in adapter.proj.state_dict().items()}
     tensors.update({f"layers.{k}": cast(t) for k, t in adapter.layers.state_dict().items()})
@@ -64,7 +64,8 @@ def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False
         "num_layers": str(len(adapter.layers)),
         "num_tokens": str(adapter.proj.num_tokens),
     }
-    save_file(tensors, str(path), metadata=meta)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
@@ -114,7 +115,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
 
 
 def _build(proj: dict, residual: dict, path: Path, arch: str | None) -> WPlusAdapter:
-    expected = {f"proj_{i}.weight" for i in range(len(LAYER_GROUPS))} | {"norm.weight", "norm.bias"}
+    expected = {f"proj_{i}.weight" for i in range(NUM_TOKENS)} | {"norm.weight", "norm.bias"}
     if set(proj) != expected:
         raise AdapterFormatError(f"{path.name}: projection keys {sorted(proj)} differ from {sorted(expected)}.")
     context = proj["norm.weight"].shape[0]

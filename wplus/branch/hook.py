@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from wplus.branch.adapter import WPlusAdapter
-from wplus.errors import IncompatibleModelError, WPlusError
 from wplus.branch.layers import cross_attention_layers, describe, layer_heads, layer_spec, unet_family
+from wplus.errors import IncompatibleModelError, WPlusError
 
 _ATTR = "_wplus_handle"
 

@@ -9,35 +9,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# W+ layer groups, one token each (the paper's split).
-LAYER_GROUPS: tuple[tuple[int, int], ...] = ((0, 4), (4, 8), (8, 12), (12, 18))
-W_LAYERS = 18
-W_DIM = 512
+from wplus.geometry import NUM_STYLES, NUM_TOKENS, STYLE_DIM, TOKEN_GROUPS
 
 
 class WPlusProjection(nn.Module):
     """Four bias-free linears over the W+ layer groups (each flattened), stacked, then LayerNorm."""
 
-    def __init__(self, context_dim: int, w_dim: int = W_DIM) -> None:
+    def __init__(self, context_dim: int, w_dim: int = STYLE_DIM) -> None:
         super().__init__()
         self.context_dim = context_dim
         self.w_dim = w_dim
-        for i, (start, end) in enumerate(LAYER_GROUPS):
+        for i, (start, end) in enumerate(TOKEN_GROUPS):
             self.add_module(f"proj_{i}", nn.Linear((end - start) * w_dim, context_dim, bias=False))
         self.norm = nn.LayerNorm(context_dim)
 
     @property
     def num_tokens(self) -> int:
-        return len(LAYER_GROUPS)
+        return NUM_TOKENS
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if w.ndim == 2:
             w = w.unsqueeze(0)
-        if w.shape[1:] != (W_LAYERS, self.w_dim):
-            raise ValueError(f"W+ codes must be (B,{W_LAYERS},{self.w_dim}); got {tuple(w.shape)}")
+        if w.shape[1:] != (NUM_STYLES, self.w_dim):
+            raise ValueError(f"W+ codes must be (B,{NUM_STYLES},{self.w_dim}); got {tuple(w.shape)}")
         w = w.to(device=self.norm.weight.device, dtype=self.norm.weight.dtype)
         tokens = [
             getattr(self, f"proj_{i}")(w[:, start:end].flatten(1))
-            for i, (start, end) in enumerate(LAYER_GROUPS)
+            for i, (start, end) in enumerate(TOKEN_GROUPS)
         ]
         return self.norm(torch.stack(tokens, dim=1))

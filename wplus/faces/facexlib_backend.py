@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wplus.assets import download, registry
 from wplus.assets.io import load_pickle
 from wplus.errors import MissingWeightsError, WPlusError
 from wplus.faces.image import NormalizedImage
@@ -32,8 +33,6 @@ DETECT_MAX_SIDE = 1024
 #: RetinaFace confidence threshold (the WebUI's face restoration uses 0.97; 0.9 keeps smaller faces).
 CONF_THRESHOLD = 0.9
 PARSE_SIZE = 512
-#: Extra folders to search for facexlib weights (the WebUI glue may append its model paths).
-SEARCH_DIRS: list[Path] = []
 _INSTALL = "pip install facexlib (it also needs torchvision and opencv-python)"
 _lock = threading.Lock()
 
@@ -65,14 +64,12 @@ def available() -> bool:
 
 
 def search_dirs() -> list[Path]:
-    """Where facexlib weights usually are: `$WPLUS_FACEXLIB_DIR`, SEARCH_DIRS, the WebUI's
+    """Where facexlib weights usually are: `$WPLUS_FACEXLIB_DIR`, the WebUI's
     models/{facexlib,GFPGAN,Codeformer} (when this extension sits in <webui>/extensions/), and
     facexlib's own default download folder."""
     dirs = [Path(os.environ["WPLUS_FACEXLIB_DIR"])] if os.environ.get("WPLUS_FACEXLIB_DIR") else []
-    dirs += [Path(d) for d in SEARCH_DIRS]
-    ext_root = Path(__file__).resolve().parents[1]
-    if ext_root.parent.name == "extensions":
-        webui_models = ext_root.parent.parent / "models"
+    if registry.EXTENSION_DIR.parent.name == "extensions":
+        webui_models = registry.EXTENSION_DIR.parent.parent / "models"
         dirs += [webui_models / sub for sub in ("facexlib", "GFPGAN", "Codeformer")]
     try:
         spec = importlib.util.find_spec("facexlib")
@@ -85,9 +82,6 @@ def search_dirs() -> list[Path]:
 
 def weights_path(key: str, allow_download: bool = True) -> Path:
     """Local path of a registry file (`facexlib/detection`, `facexlib/parsing`), fetched if allowed."""
-    from wplus.assets import download
-    from wplus.assets import registry
-
     return download.ensure_file(registry.get(key), allow_download=allow_download, search_dirs=search_dirs())
 
 
@@ -97,7 +91,6 @@ def _device() -> str:
 
 
 def _load_state(path: Path) -> dict:
-    import torch
     state = load_pickle(str(path))
     if isinstance(state, dict) and "params" in state and isinstance(state["params"], dict):
         state = state["params"]
@@ -143,6 +136,7 @@ def release() -> None:
 def detect(norm: NormalizedImage) -> list:
     """Faces in a normalised image: boxes and 5 landmarks in original-image pixels."""
     import torch
+
     from wplus.faces.detect import Face
 
     net = _detector(_device())

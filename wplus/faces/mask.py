@@ -11,8 +11,8 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image, ImageDraw
 
-from wplus.faces.align import map_points
 from wplus.errors import WPlusError
+from wplus.faces.align import map_points
 
 #: Labels of the two facexlib parsers (CelebAMask-HQ classes in each network's own order).
 PARSER_LABELS = {

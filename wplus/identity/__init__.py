@@ -3,20 +3,6 @@
 `from wplus.identity import load_identity, encode_reference, ...` keeps working: the names below are
 re-exported from the modules that hold them.
 """
-from wplus.identity.files import (  # noqa: F401
-    FORMAT,
-    Identity,
-    SUFFIXES,
-    THUMBNAIL_SIZE,
-    VERSION,
-    delete_identity,
-    identities_dir,
-    identity_path,
-    list_identities,
-    load_identity,
-    safe_name,
-    save_identity,
-)
 from wplus.identity.cache import (  # noqa: F401
     CACHE_VERSION,
     IdentityCache,
@@ -31,4 +17,17 @@ from wplus.identity.encoder import (  # noqa: F401
     encode_reference,
     faces_table,
     image_to_batch,
+)
+from wplus.identity.files import (  # noqa: F401
+    FORMAT,
+    SUFFIXES,
+    THUMBNAIL_SIZE,
+    VERSION,
+    Identity,
+    identities_dir,
+    identity_path,
+    list_identities,
+    load_identity,
+    safe_name,
+    save_identity,
 )

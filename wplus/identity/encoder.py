@@ -9,29 +9,21 @@ import numpy as np
 import torch
 from PIL import Image
 
+from wplus.assets import registry
+from wplus.assets.download import ensure_file
+from wplus.assets.fingerprint import file_tag
 from wplus.errors import WPlusError
+from wplus.faces.detect import prepare_reference
+from wplus.faces.image import normalize_image
 from wplus.identity.cache import IdentityCache, cache_key
 from wplus.identity.files import THUMBNAIL_SIZE, Identity
+from wplus.stylegan.e4e import load_e4e
+from wplus.stylegan.pixels import to_input, to_pil
 
 E4ELoader = Callable[[], Any]  # returns an object with .encode(batch) -> (B,18,512)
 
 
-def image_to_batch(image: Image.Image | np.ndarray | torch.Tensor, size: int = 256) -> torch.Tensor:
-    """An RGB face crop -> (1,3,size,size) float32 in [-1,1], as e4e was trained."""
-    if isinstance(image, torch.Tensor):
-        t = image.detach().float()
-        if t.dim() == 3:
-            t = t.unsqueeze(0)
-        if t.max() > 1.5:  # uint8-like values
-            t = t / 127.5 - 1.0
-        elif t.min() >= 0:
-            t = t * 2.0 - 1.0
-        if t.shape[-1] != size:
-            t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return t
-    from wplus.stylegan.e4e import to_input
-
-    return to_input(image, size)
+image_to_batch = to_input  # an RGB face crop -> (1,3,256,256) float32 in [-1,1], as e4e was trained
 
 
 def _model_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
@@ -73,10 +65,7 @@ def _thumbnail(img: Any) -> Image.Image | None:
     if img is None:
         return None
     if isinstance(img, torch.Tensor):
-        t = img.detach().float().cpu()
-        t = t[0] if t.dim() == 4 else t
-        arr = ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        img = Image.fromarray(arr, "RGB")
+        img = to_pil(img[:1] if img.dim() == 4 else img)[0]
     elif isinstance(img, np.ndarray):
         img = Image.fromarray(img.astype(np.uint8))
     img = img.convert("RGB")
@@ -113,8 +102,6 @@ class IdentityEncoder:
             torch.cuda.empty_cache()
 
     def encode(self, image: Any, face_index: int | None = None, backend: str = "dlib", name: str = "") -> Identity:
-        from wplus.faces.image import normalize_image
-
         norm = normalize_image(image)
         keys = [cache_key(norm.sha256, face_index, backend, self.encoder_tag)]
         if self.cache is not None:
@@ -122,8 +109,6 @@ class IdentityEncoder:
             if hit is not None:
                 hit.name = name or hit.name
                 return hit
-        from wplus.faces.detect import prepare_reference
-
         ref = prepare_reference(norm, face_index=face_index, backend=backend, size=256)
         try:
             code = self._run_e4e(ref)
@@ -179,10 +164,6 @@ def default_e4e_loader(models_dir: str | os.PathLike | None = None, allow_downlo
     """Loads `models/e4e_ffhq_encode.pt` (downloading it if allowed) when first called."""
 
     def load() -> Any:
-        from wplus.assets import registry
-        from wplus.assets.download import ensure_file
-        from wplus.stylegan.e4e import load_e4e
-
         path = ensure_file(registry.get("e4e"), models_dir, allow_download=allow_download)
         dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return load_e4e(str(path), device=dev)
@@ -193,19 +174,13 @@ def default_e4e_loader(models_dir: str | os.PathLike | None = None, allow_downlo
 def default_encoder_tag(models_dir: str | os.PathLike | None = None, resolve: bool = False, allow_download: bool = True) -> str:
     """Identifies the e4e weights by name, size and mtime, so swapping them invalidates the cache.
 
-    resolve: make sure the file is there first (download it if allowed)."""
-    from wplus.assets import registry
-    from wplus.assets.download import ensure_file
-
+    resolve: make sure the file is there first (download it if allowed). The CLI names an e4e file
+    it was given the same way (`file_tag`), so both find each other's cache entries."""
     if resolve:
         path = ensure_file(registry.get("e4e"), models_dir, allow_download=allow_download)
     else:
         path = registry.get("e4e").path(models_dir if models_dir is not None else registry.default_models_dir())
-    try:
-        st = path.stat()
-        return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
-    except OSError:
-        return path.name
+    return file_tag(path)
 
 
 def faces_table(faces: Sequence[dict], chosen: int | None = None) -> str:

@@ -20,9 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from wplus.assets.atomic import atomic_path
 from wplus.assets.io import load_pickle
+from wplus.assets.registry import IDENTITIES_SUBDIR, default_models_dir
 from wplus.errors import IdentityFormatError, IdentityNotFoundError
+from wplus.geometry import NUM_STYLES, STYLE_DIM, WPLUS_SHAPE
 
 FORMAT = "wplus-identity"
 VERSION = "1"
@@ -60,21 +65,20 @@ def _as_code(t: Any, origin: str) -> torch.Tensor:
     if isinstance(t, np.ndarray):
         t = torch.from_numpy(t)
     if not isinstance(t, torch.Tensor):
-        raise IdentityFormatError(f"{origin}: expected a W+ tensor (18,512), found {type(t).__name__}")
+        raise IdentityFormatError(f"{origin}: expected a W+ tensor ({NUM_STYLES},{STYLE_DIM}), found {type(t).__name__}")
     t = t.detach().cpu()
-    if tuple(t.shape) not in ((18, 512), (1, 18, 512)) or not torch.is_floating_point(t):
-        raise IdentityFormatError(f"{origin}: a W+ code must be a float tensor of shape (18,512) or (1,18,512), got {t.dtype} {tuple(t.shape)}")
+    if tuple(t.shape) not in (WPLUS_SHAPE, (1, *WPLUS_SHAPE)) or not torch.is_floating_point(t):
+        raise IdentityFormatError(f"{origin}: a W+ code must be a float tensor of shape ({NUM_STYLES},{STYLE_DIM}) or "
+                                  f"(1,{NUM_STYLES},{STYLE_DIM}), got {t.dtype} {tuple(t.shape)}")
     if not torch.isfinite(t).all():
         raise IdentityFormatError(f"{origin}: the W+ code holds NaN or infinite values")
-    return t.reshape(18, 512).to(torch.float32).contiguous()
+    return t.reshape(WPLUS_SHAPE).to(torch.float32).contiguous()
 
 
 # --- names and folders ---------------------------------------------------------------------------
 
 
 def identities_dir(models_dir: str | os.PathLike | None = None) -> Path:
-    from wplus.assets.registry import IDENTITIES_SUBDIR, default_models_dir
-
     return Path(models_dir if models_dir is not None else default_models_dir()) / IDENTITIES_SUBDIR
 
 
@@ -113,13 +117,10 @@ def identity_path(name: str, folder: str | os.PathLike | None = None) -> Path:
 
 def save_identity(identity: Identity, name: str | None = None, folder: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> Path:
     """Write `<folder>/<name>.safetensors` (atomically) and return its path."""
-    from safetensors.torch import save_file
-
     if path is None:
         folder = Path(folder) if folder is not None else identities_dir()
         path = folder / f"{safe_name(name or identity.name)}.safetensors"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"wplus": identity.wplus.contiguous()}
     if identity.thumbnail is not None:
         tensors["thumbnail"] = torch.from_numpy(np.asarray(identity.thumbnail.convert("RGB"), dtype=np.uint8).copy())
@@ -137,9 +138,8 @@ def save_identity(identity: Identity, name: str | None = None, folder: str | os.
         "source": identity.source,
         "edits": identity.edits,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
@@ -166,8 +166,6 @@ def _load_pickle(path: Path) -> Identity:
 
 
 def _load_safetensors(path: Path) -> Identity:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -201,10 +199,6 @@ def _load_safetensors(path: Path) -> Identity:
         edits=meta.get("edits", ""),
         wplus_unedited=tensors.get("wplus_unedited"),
     )
-
-
-def delete_identity(name: str, folder: str | os.PathLike | None = None) -> None:
-    identity_path(name, folder).unlink()
 
 
 def _mtime_iso(path: Path) -> str:

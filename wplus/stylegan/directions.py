@@ -28,10 +28,9 @@ import torch
 
 from wplus.assets.io import load_pickle
 from wplus.errors import DirectionError, MissingWeightsError
+from wplus.geometry import NUM_STYLES, STYLE_DIM, STYLE_GROUPS
+from wplus.stylegan.edit_text import parse_edits  # noqa: F401 (public here: the CLI's --edit parser)
 
-NUM_LAYERS = 18
-W_DIM = 512
-LAYER_GROUPS: dict[str, range] = {"coarse": range(0, 4), "middle": range(4, 8), "fine": range(8, 18)}
 GROUPS = ("expression", "age & gender", "pose", "shape", "hair", "appearance", "lighting", "other")
 SOURCES = ("interfacegan", "latent", "ganspace", "user")  # priority for plain names
 
@@ -85,7 +84,7 @@ class Direction:
     default: float = 0.0  # the slider's rest value: no edit
     vector: torch.Tensor | None = None  # (18,512) for additive directions
     component: int | None = None  # GANSpace
-    layers: tuple[int, int] = (0, NUM_LAYERS)  # GANSpace layer range [first, end)
+    layers: tuple[int, int] = (0, NUM_STYLES)  # GANSpace layer range [first, end)
     pca: GanSpacePCA | None = field(default=None, repr=False)
 
     @property
@@ -106,9 +105,6 @@ class Direction:
         first, end = self.layers
         out[:, first:end] = step[:, None, :]
         return out
-
-    def apply(self, w: torch.Tensor, strength: float) -> torch.Tensor:
-        return apply_edits(w, {self.name: strength}, _SingleLibrary(self))
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -173,11 +169,6 @@ class DirectionLibrary:
         return d
 
 
-class _SingleLibrary(DirectionLibrary):
-    def __init__(self, direction: Direction):
-        super().__init__([direction])
-
-
 def _name_all(found: list[tuple[str, str, dict]]) -> list[Direction]:
     """Plain names go to the highest-priority source; the others keep `source/stem`."""
     rank = {s: i for i, s in enumerate(SOURCES)}
@@ -202,10 +193,10 @@ def _as_wplus_vector(t: torch.Tensor | np.ndarray, origin: str) -> torch.Tensor:
     if not torch.is_floating_point(t):
         raise DirectionError(f"{origin}: a direction must hold floats, got {t.dtype}")
     shape = tuple(t.shape)
-    if shape in ((W_DIM,), (1, W_DIM)):
-        t = t.reshape(1, W_DIM).expand(NUM_LAYERS, W_DIM)
-    elif shape in ((NUM_LAYERS, W_DIM), (1, NUM_LAYERS, W_DIM)):
-        t = t.reshape(NUM_LAYERS, W_DIM)
+    if shape in ((STYLE_DIM,), (1, STYLE_DIM)):
+        t = t.reshape(1, STYLE_DIM).expand(NUM_STYLES, STYLE_DIM)
+    elif shape in ((NUM_STYLES, STYLE_DIM), (1, NUM_STYLES, STYLE_DIM)):
+        t = t.reshape(NUM_STYLES, STYLE_DIM)
     else:
         raise DirectionError(
             f"{origin}: a direction must have shape (512,), (1,512), (18,512) or (1,18,512), got {shape}"
@@ -237,7 +228,7 @@ def _scan_official(root: Path) -> list[tuple[str, str, dict]]:
     if pca_path.is_file() and csv_path is not None:
         pca = load_ganspace_pca(pca_path)
         for name, comp, first, end, strength in read_ganspace_configs(csv_path):
-            if not (0 <= comp < pca.comp.shape[0] and 0 <= first < end <= NUM_LAYERS):
+            if not (0 <= comp < pca.comp.shape[0] and 0 <= first < end <= NUM_STYLES):
                 raise DirectionError(f"{csv_path}: row {name!r} has component {comp} / layers [{first},{end}) out of range")
             bound = float(max(10, math.ceil(1.5 * abs(strength))))
             found.append(("ganspace", name, dict(
@@ -299,7 +290,7 @@ def load_ganspace_pca(path: str | os.PathLike) -> GanSpacePCA:
         std = torch.as_tensor(data["std"]).reshape(-1).float()
     except (KeyError, TypeError, RuntimeError) as exc:
         raise DirectionError(f"{path}: expected a GANSpace dict {{mean, comp, std}} ({exc})") from None
-    if mean.numel() != W_DIM or comp.shape[1] != W_DIM or std.numel() != comp.shape[0]:
+    if mean.numel() != STYLE_DIM or comp.shape[1] != STYLE_DIM or std.numel() != comp.shape[0]:
         raise DirectionError(f"{path}: GANSpace shapes mean {tuple(mean.shape)}, comp {tuple(comp.shape)}, std {tuple(std.shape)} do not fit W (512)")
     return GanSpacePCA(mean=mean, comp=comp, std=std)
 
@@ -356,7 +347,7 @@ USER_SUBDIR = "w_direction_user"
 def _as_batch(w: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if not isinstance(w, torch.Tensor):
         raise DirectionError(f"W+ must be a torch tensor, got {type(w).__name__}")
-    if tuple(w.shape[-2:]) != (NUM_LAYERS, W_DIM) or w.dim() not in (2, 3):
+    if tuple(w.shape[-2:]) != (NUM_STYLES, STYLE_DIM) or w.dim() not in (2, 3):
         raise DirectionError(f"W+ must have shape (18,512) or (B,18,512), got {tuple(w.shape)}")
     return (w.unsqueeze(0), True) if w.dim() == 2 else (w, False)
 
@@ -388,42 +379,24 @@ def apply_edits(w: torch.Tensor, edits: Mapping[str, float], library: DirectionL
     return out[0] if squeeze else out
 
 
-def parse_edits(items: Sequence[str]) -> dict[str, float]:
-    """['smile=2', 'age=-1'] -> {'smile': 2.0, 'age': -1.0} (for the CLI and infotext)."""
-    edits: dict[str, float] = {}
-    for item in items:
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            name, sep, value = part.partition("=")
-            try:
-                edits[name.strip()] = float(value)
-            except ValueError:
-                raise DirectionError(f"bad edit {part!r}: write NAME=STRENGTH, e.g. smile=2 or age=-1") from None
-            if not sep or not name.strip():
-                raise DirectionError(f"bad edit {part!r}: write NAME=STRENGTH, e.g. smile=2 or age=-1")
-    return edits
-
-
 # --- identity interpolation ----------------------------------------------------------------------
 
 
 def layer_alphas(alpha: float | Mapping[str, float] | Sequence[float]) -> list[float]:
     """One weight per W+ layer from a number, {coarse/middle/fine: a} or 18 numbers."""
     if isinstance(alpha, Mapping):
-        unknown = set(alpha) - set(LAYER_GROUPS)
+        unknown = set(alpha) - set(STYLE_GROUPS)
         if unknown:
             raise DirectionError(f"unknown layer group(s) {sorted(unknown)}; use coarse (0-3), middle (4-7), fine (8-17)")
-        per = [0.0] * NUM_LAYERS
+        per = [0.0] * NUM_STYLES
         for group, a in alpha.items():
-            for i in LAYER_GROUPS[group]:
+            for i in STYLE_GROUPS[group]:
                 per[i] = float(a)
         return per
     if isinstance(alpha, (int, float)):
-        return [float(alpha)] * NUM_LAYERS
+        return [float(alpha)] * NUM_STYLES
     per = [float(a) for a in alpha]
-    if len(per) != NUM_LAYERS:
+    if len(per) != NUM_STYLES:
         raise DirectionError(f"per-layer mixing needs 18 weights, got {len(per)}")
     return per
 
@@ -437,7 +410,7 @@ def mix(w_a: torch.Tensor, w_b: torch.Tensor, alpha: float | Mapping[str, float]
     b, _ = _as_batch(w_b)
     if a.shape[1:] != b.shape[1:] or (a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0])):
         raise DirectionError(f"cannot mix W+ of shapes {tuple(w_a.shape)} and {tuple(w_b.shape)}")
-    per = torch.tensor(layer_alphas(alpha), dtype=_work_dtype(a.dtype), device=a.device).view(1, NUM_LAYERS, 1)
+    per = torch.tensor(layer_alphas(alpha), dtype=_work_dtype(a.dtype), device=a.device).view(1, NUM_STYLES, 1)
     b = b.to(device=a.device)
     blended = (a.to(per.dtype) * (1 - per) + b.to(per.dtype) * per).to(a.dtype)
     out = torch.where(per == 0, a, torch.where(per == 1, b.to(a.dtype), blended))

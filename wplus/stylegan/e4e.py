@@ -25,10 +25,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 import torch
 from torch import nn
 
+from wplus.assets import registry
+from wplus.assets.atomic import atomic_path
 from wplus.assets.io import load_pickle
+from wplus.assets.registry import missing_message
+from wplus.errors import E4EFormatError, MissingWeightsError
 from wplus.stylegan import encoder as e4e_encoder
 from wplus.stylegan import generator as stylegan2
-from wplus.errors import E4EFormatError, MissingWeightsError
+from wplus.stylegan.pixels import to_input, to_pil  # noqa: F401 (public here: e4e's input transform)
 
 FORMAT = "wplus-e4e"
 FORMAT_VERSION = "1"
@@ -177,13 +181,7 @@ def _open(source: Source) -> _Weights:
 
 
 def _missing_message(path: Path) -> str:
-    try:
-        from wplus.assets.registry import RELEASE_URL
-        url = f"{RELEASE_URL}/e4e_ffhq_encode.pt"
-    except Exception:  # registry is optional here
-        url = "https://github.com/csxmli2016/w-plus-adapter/releases"
-    return (f"e4e checkpoint not found: {path}. Download e4e_ffhq_encode.pt from {url} and put it "
-            f"at that path (or in the extension's models folder).")
+    return missing_message(registry.get("e4e"), None, "no file at that path", path=path)
 
 
 # --------------------------------------------------------------------------- architecture
@@ -287,8 +285,6 @@ class E4E:
     @property
     def generator(self) -> stylegan2.Generator:
         return self._module("decoder")
-
-    decoder = generator
 
     def load(self) -> "E4E":
         """Build both modules now (instead of on first use)."""
@@ -404,35 +400,9 @@ def save_e4e_safetensors(source: Source, out: Union[str, os.PathLike]) -> Path:
     tensors["latent_avg"] = _latent_avg(w, gen_cfg.n_latent, gen_cfg.style_dim).contiguous()
     meta = {"format": FORMAT, "version": FORMAT_VERSION,
             "opts": json.dumps(w.opts, default=str, sort_keys=True)}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, out)
-    return out
-
-
-def to_input(image: Any, size: int = 256) -> torch.Tensor:
-    """PIL image / HxWx3 array (an aligned face) -> (1, 3, size, size) in [-1, 1], as e4e's
-    inference transform (bilinear resize, x / 127.5 - 1)."""
-    import numpy as np
-    from PIL import Image
-
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image.astype(np.uint8))
-    image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
-    return (x / 127.5 - 1.0)[None]
-
-
-def to_pil(images: torch.Tensor) -> list:
-    """(B, 3, H, W) in [-1, 1] -> list of PIL images (clamped)."""
-    from PIL import Image
-
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in x]
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wplus.geometry import NUM_STYLES, STYLE_DIM
 from wplus.stylegan.generator import EqualLinear
 
 
@@ -75,8 +76,8 @@ class GradualStyleBlock(nn.Module):
 class EncoderConfig:
     """`units[i]` IR-SE units of width `widths[i]` per stage (IR-SE50: 3, 4, 14, 3)."""
 
-    style_count: int = 18
-    style_dim: int = 512
+    style_count: int = NUM_STYLES
+    style_dim: int = STYLE_DIM
     widths: Tuple[int, ...] = (64, 128, 256, 512)
     units: Tuple[int, ...] = (3, 4, 14, 3)
     coarse_ind: int = 3

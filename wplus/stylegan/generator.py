@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wplus.geometry import STYLE_DIM
+
 _SQRT2 = math.sqrt(2.0)
 BLUR = (1.0, 3.0, 3.0, 1.0)
 
@@ -200,7 +202,7 @@ class GeneratorConfig:
     """Architecture of a rosinality StyleGAN2 generator; `channels[i]` is the width at 4*2**i px."""
 
     size: int = 1024
-    style_dim: int = 512
+    style_dim: int = STYLE_DIM
     n_mlp: int = 8
     channels: Tuple[int, ...] = (512, 512, 512, 512, 512, 256, 128, 64, 32)
     lr_mlp: float = 0.01
@@ -216,12 +218,6 @@ class GeneratorConfig:
     @property
     def num_noises(self) -> int:
         return (self.log_size - 2) * 2 + 1
-
-
-def official_channels(size: int, channel_multiplier: int = 2) -> Tuple[int, ...]:
-    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-    return tuple(table[4 * 2 ** i] * (1 if 4 * 2 ** i <= 32 else channel_multiplier)
-                 for i in range(int(math.log2(size)) - 1))
 
 
 class Generator(nn.Module):

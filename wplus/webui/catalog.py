@@ -60,7 +60,8 @@ def _looks_like_adapter(path: Path) -> bool:
 
 
 def list_identities(models_dir: Path) -> list[str]:
-    from wplus.identity.files import identities_dir, list_identities as _list
+    from wplus.identity.files import identities_dir
+    from wplus.identity.files import list_identities as _list
 
     try:
         return _list(identities_dir(models_dir))

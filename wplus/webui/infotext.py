@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from wplus.stylegan import edit_text
+from wplus.stylegan.edit_text import format_edits
 from wplus.webui.options import MIX_MODES, SOURCES, SOURCES2, PanelArgs
 
 PREFIX = "Wplus"
@@ -67,20 +69,9 @@ def params(info: GenerationInfo) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def format_edits(edits: Mapping[str, float]) -> str:
-    return "; ".join(f"{k}={_num(v)}" for k, v in edits.items() if v)
-
-
 def parse_edits(text: str) -> dict[str, float]:
-    out = {}
-    for part in str(text).split(";"):
-        if "=" in part:
-            name, value = part.rsplit("=", 1)
-            try:
-                out[name.strip()] = float(value)
-            except ValueError:
-                continue
-    return out
+    """The edits of a pasted infotext (parts that do not parse are skipped)."""
+    return edit_text.parse_edits(text, strict=False)
 
 
 def format_mix(label: str, weights: float | Sequence[float] | None) -> str:

@@ -7,8 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from wplus.webui.catalog import DirectionInfo
-from wplus.webui.options import (DEFAULT_SCALE, DEFAULT_START, FIXED_FIELDS, MIX_MODES, SCALE_RANGE, SOURCES, SOURCES2,
-                          PanelArgs, from_values)
+from wplus.webui.options import (
+    DEFAULT_SCALE,
+    DEFAULT_START,
+    FIXED_FIELDS,
+    MIX_MODES,
+    SCALE_RANGE,
+    SOURCES,
+    SOURCES2,
+    PanelArgs,
+    from_values,
+)
 
 REFRESH_SYMBOL = "\U0001f504"  # 🔄
 RESET_SYMBOL = "\u21ba"  # ↺

@@ -17,12 +17,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from wplus.assets.fingerprint import cached_sha256, stat_key
 from wplus.branch import rows
-from wplus.webui.catalog import DEFAULT_ADAPTER, find_adapter
 from wplus.errors import MissingWeightsError, WPlusError
-from wplus.webui.settings import ExtensionSettings
+from wplus.geometry import STYLE_GROUPS, WPLUS_SHAPE
+from wplus.webui.catalog import DEFAULT_ADAPTER, find_adapter
 from wplus.webui.infotext import GenerationInfo, source_label
 from wplus.webui.options import SOURCES, PanelArgs
+from wplus.webui.settings import ExtensionSettings
 
 # --- identity ------------------------------------------------------------------------------------
 
@@ -46,8 +48,8 @@ class IdentityResolver:
 
     def __init__(self, settings: ExtensionSettings, e4e_loader: Callable[[], Any] | None = None,
                  encoder_tag: str | None = None):
-        from wplus.identity.encoder import IdentityEncoder, default_e4e_loader, default_encoder_tag
         from wplus.identity.cache import default_cache
+        from wplus.identity.encoder import IdentityEncoder, default_e4e_loader, default_encoder_tag
 
         self.settings = settings
         folder = settings.models_dir
@@ -75,7 +77,7 @@ class IdentityResolver:
             try:
                 resolved = self._resolve(args)
                 with torch.no_grad():
-                    image = self.encoder.e4e.render(resolved.wplus.reshape(1, 18, 512))
+                    image = self.encoder.e4e.render(resolved.wplus.reshape(1, *WPLUS_SHAPE))
                 return resolved, to_pil(image)[0]
             finally:
                 self.encoder.keep_loaded = keep
@@ -101,8 +103,8 @@ class IdentityResolver:
         return ResolvedIdentity(w.float().cpu(), info, thumb)
 
     def _one(self, source: str, reference: Any, identity: str, seed: int, face_index: int):
-        from wplus.webui.api import decode_image
         from wplus.identity.files import identities_dir, load_identity
+        from wplus.webui.api import decode_image
 
         if source == SOURCES[1]:
             if not identity:
@@ -112,7 +114,7 @@ class IdentityResolver:
         if source == SOURCES[2]:
             with torch.no_grad():
                 w = self.encoder.e4e.map_seed(int(seed))
-            return w.float().cpu().reshape(1, 18, 512), None
+            return w.float().cpu().reshape(1, *WPLUS_SHAPE), None
         image = decode_image(reference)
         if image is None:
             raise WPlusError("W+: no reference photo. Upload a photo of the person, choose a saved identity, "
@@ -132,7 +134,7 @@ def _mix(w1: torch.Tensor, w2: torch.Tensor, weights) -> torch.Tensor:
     from wplus.stylegan.directions import mix
 
     if isinstance(weights, tuple):
-        weights = {"coarse": weights[0], "middle": weights[1], "fine": weights[2]}
+        weights = dict(zip(STYLE_GROUPS, weights))  # (coarse, middle, fine)
     return mix(w1, w2, weights)
 
 
@@ -166,20 +168,13 @@ def load_adapter_cached(path: Path) -> tuple[nn.Module, str]:
     device/dtype, where it stays for the next generation."""
     from wplus.branch.files import load_adapter
 
-    st = Path(path).stat()
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    key = stat_key(path)
     with _adapters_lock:
         if key not in _adapters:
             for old in [k for k in _adapters if k[0] == key[0]]:
                 del _adapters[old]
-            _adapters[key] = (load_adapter(str(path)).eval(), _file_hash(path))
+            _adapters[key] = (load_adapter(str(path)).eval(), cached_sha256(path)[:10])
         return _adapters[key]
-
-
-def _file_hash(path: Path) -> str:
-    from wplus.assets.download import sha256_file
-
-    return sha256_file(path)[:10]
 
 
 # --- the branch during sampling ------------------------------------------------------------------
