@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared and small-thread torch for the 2-core CI machine."""
+"""Shared test fixtures: paths to ../shared (and the `needs_shared` marker), small-thread torch for the 2-core CI."""
 from __future__ import annotations
 
 import os
@@ -20,8 +20,20 @@ sys.path.insert(0, str(TESTS))  # shared helpers: `from helpers.unet_fixtures im
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+NO_SHARED = f"needs ../shared beside the checkout (fixtures, the paper's files, test photos); {SHARED} is missing"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `needs_shared` (or asking for `shared_dir`) are skipped, with the reason, without ../shared."""
+    if SHARED.is_dir():
+        return
+    skip = pytest.mark.skip(reason=NO_SHARED)
+    for item in items:
+        if item.get_closest_marker("needs_shared") or "shared_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip("../shared is not beside the checkout")
+    """../shared; tests that ask for it are `needs_shared` tests."""
     return SHARED

@@ -6,7 +6,6 @@ import http.server
 import threading
 import urllib.error
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -177,7 +176,7 @@ def test_registry_is_complete():
     assert {e.purpose for e in registry.select("all")} == {"generation", "encoding", "editing", "faces"}
 
 
-@pytest.mark.skipif(not (OFFICIAL / "SHA256SUMS").is_file(), reason="../shared/data/official is not beside the checkout")
+@pytest.mark.needs_shared
 def test_registry_hashes_match_the_official_files(tmp_path):
     sums = dict(reversed(line.split()) for line in (OFFICIAL / "SHA256SUMS").read_text().splitlines() if line.strip())
     for e in registry.direction_files(include_training=True):

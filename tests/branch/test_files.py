@@ -10,13 +10,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import wplus
-from wplus.errors import AdapterFormatError
 from conftest import ROOT
 from helpers.unet_fixtures import identity_tokens, ldm_unet
+from wplus.errors import AdapterFormatError
 
 
 @pytest.fixture(scope="module")
-def ref():
+def ref(shared_dir):
     return ldm_unet("sd15")
 
 

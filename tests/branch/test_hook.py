@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 
 import wplus
-from wplus.errors import IncompatibleModelError, WPlusError
 from helpers.unet_fixtures import diffusers_unet, hook_count, identity_tokens, ldm_unet
+from wplus.errors import IncompatibleModelError, WPlusError
 
 
 @pytest.fixture(scope="module")
-def ref():
+def ref(shared_dir):
     return ldm_unet("sd15")
 
 
@@ -143,6 +143,7 @@ def test_sdp_patched_attention_gives_the_same_result(ref, adapter, monkeypatch):
     torch.testing.assert_close(plain_attention, ref.io["eps_scale_0.6"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.needs_shared
 def test_wrong_family_is_refused_with_both_names():
     sdxl = diffusers_unet("sdxl")
     adapter = wplus.load_adapter(ldm_unet("sd15").adapter_path)
@@ -151,6 +152,7 @@ def test_wrong_family_is_refused_with_both_names():
     assert hook_count(sdxl.unet) == 0
 
 
+@pytest.mark.needs_shared
 def test_fp16_unet_on_cpu_runs_branch_in_fp32():
     ref = diffusers_unet("sd15")
     unet = ref.unet.half()
@@ -164,6 +166,7 @@ def test_fp16_unet_on_cpu_runs_branch_in_fp32():
     torch.testing.assert_close(out.float(), ref.io["eps_scale_1.0"], atol=5e-2, rtol=0)
 
 
+@pytest.mark.needs_shared
 def test_branch_follows_unet_dtype_and_trains_with_cast_false():
     """bf16 UNet: adapter cast to bf16; cast=False keeps fp32 master weights and gradients flow."""
     ref = diffusers_unet("sd15")
@@ -182,6 +185,7 @@ def test_branch_follows_unet_dtype_and_trains_with_cast_false():
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 
+@pytest.mark.needs_shared
 def test_from_unet_initialises_from_layer_projections():
     ref = ldm_unet("sd15")
     adapter = wplus.WPlusAdapter.from_unet(ref.unet)
@@ -191,6 +195,7 @@ def test_from_unet_initialises_from_layer_projections():
     assert torch.equal(adapter.layers[5].to_v_wplus.weight, attn.to_v.weight)
 
 
+@pytest.mark.needs_shared
 def test_no_grad_pass_does_not_cut_gradients_of_a_later_pass():
     """Trainer pattern: a no-grad prediction, then the graded one, with the same tokens."""
     ref = diffusers_unet("sd15")

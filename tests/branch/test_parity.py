@@ -7,6 +7,8 @@ import torch
 import wplus
 from helpers.unet_fixtures import diffusers_unet, identity_tokens, ldm_unet, sgm_shaped_unet
 
+pytestmark = pytest.mark.needs_shared  # the reference fixtures
+
 TOL = 1e-4
 BUILDERS = {
     "sd15-ldm": lambda: ldm_unet("sd15"),

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import (
+    OFFICIAL,  # noqa: E402
+    ROOT,  # noqa: E402
+)
 from helpers.tiny_e4e import TinyE4E
 from wplus.__main__ import main
-from wplus.stylegan.directions import DirectionLibrary, apply_edits
 from wplus.identity.files import load_identity
-
-from conftest import ROOT  # noqa: E402
-from conftest import OFFICIAL  # noqa: E402
-needs_official = pytest.mark.skipif(not (OFFICIAL / "w_direction").is_dir(), reason="../shared/data/official missing")
+from wplus.stylegan.directions import DirectionLibrary, apply_edits
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -53,7 +53,7 @@ def test_help():
     assert out.returncode == 0 and "--face-index" in out.stdout and "--edit" in out.stdout and "--no-download" in out.stdout
 
 
-@needs_official
+@pytest.mark.needs_shared
 def test_invert_with_edits_then_cache_hit(models, photo, tmp_path, capsys):
     model = TinyE4E()
     preview = tmp_path / "prev.png"
@@ -66,7 +66,7 @@ def test_invert_with_edits_then_cache_hit(models, photo, tmp_path, capsys):
     lib = DirectionLibrary.from_folders(models / "w_direction")
     expected = apply_edits(ident.wplus_unedited, {"smile": 2.0, "lipstick": 10.0}, lib)
     assert torch.equal(ident.wplus, expected) and not torch.equal(ident.wplus, ident.wplus_unedited)
-    assert ident.edits == "smile=2, lipstick=10" and ident.backend == "dlib" and ident.thumbnail is not None
+    assert ident.edits == "smile=2; lipstick=10" and ident.backend == "dlib" and ident.thumbnail is not None
     img = Image.open(preview)
     assert img.size == (3 * 256, 256)  # aligned | reconstruction | edited
     assert model.encode_calls == 1 and model.released
@@ -102,7 +102,7 @@ def test_invert_without_e4e_names_file_url_folder(photo, tmp_path):
     assert str(tmp_path.resolve()) in out.stderr and "Traceback" not in out.stderr
 
 
-@needs_official
+@pytest.mark.needs_shared
 def test_directions_and_download_listing(models, capsys):
     assert main(["directions", "--models", str(models), "--no-download"]) == 0
     out = capsys.readouterr().out
@@ -119,3 +119,28 @@ def test_download_check_and_offline_directions(tmp_path):
     out = run_cli("directions", "--models", str(tmp_path))  # WPLUS_OFFLINE=1 in run_cli
     assert out.returncode == 2 and "raw.githubusercontent.com/csxmli2016/w-plus-adapter/main/w_direction/" in out.stderr
     assert str((tmp_path / "w_direction").resolve()) in out.stderr
+
+
+def test_cli_and_webui_name_the_e4e_file_alike(photo, tmp_path):
+    """The same photo encoded from the CLI and from the WebUI panel hits the same identity-cache entry."""
+    from wplus.__main__ import _checkpoint_loader, build_parser
+    from wplus.identity.cache import cache_key
+    from wplus.webui.session import IdentityResolver
+    from wplus.webui.settings import ExtensionSettings
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "e4e_ffhq_encode.pt").write_bytes(b"weights v1")
+    webui = IdentityResolver(ExtensionSettings(models_dir=models), e4e_loader=lambda: None).encoder.encoder_tag
+    for extra in ([], ["--e4e", str(models / "e4e_ffhq_encode.pt")]):
+        args = build_parser().parse_args(["invert", str(photo), "--models", str(models), "--no-download", *extra])
+        _, cli = _checkpoint_loader(args, models)
+        assert cli == webui and cache_key("h", None, "dlib", cli) == cache_key("h", None, "dlib", webui)
+    os.utime(models / "e4e_ffhq_encode.pt", ns=(1, 1))  # another version of the weights: another key
+    args = build_parser().parse_args(["invert", str(photo), "--models", str(models), "--no-download"])
+    assert _checkpoint_loader(args, models)[1] != cli
+
+
+def test_missing_e4e_argument_names_the_file(photo, tmp_path):
+    rc = main(["invert", str(photo), "--e4e", str(tmp_path / "gone.pt"), "--models", str(tmp_path), "--no-download"])
+    assert rc == 2

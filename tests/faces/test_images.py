@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wplus.errors import ImageInputError, WPlusError
-from wplus.faces.image import MAX_WORKING_SIDE, NormalizedImage, load_image, normalize_image
-
 from conftest import ROOT
+from wplus.errors import ImageInputError, WPlusError
+from wplus.faces.image import MAX_WORKING_SIDE, load_image, normalize_image
 
 
 def _png_bytes(im: Image.Image, **kw) -> bytes:

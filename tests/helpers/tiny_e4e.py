@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from wplus.stylegan import encoder as e4e_encoder
-
 from wplus.stylegan import generator as stylegan2
 
 

@@ -9,14 +9,18 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from conftest import OFFICIAL  # noqa: E402
 from helpers.tiny_e4e import TinyE4E
-from wplus.errors import FaceNotFoundError, IdentityFormatError, IdentityNotFoundError, ImageInputError, MissingWeightsError
-from wplus.identity.files import Identity, list_identities, load_identity, safe_name, save_identity
+from wplus.errors import (
+    FaceNotFoundError,
+    IdentityFormatError,
+    IdentityNotFoundError,
+    ImageInputError,
+    MissingWeightsError,
+)
 from wplus.identity.cache import IdentityCache, cache_key
 from wplus.identity.encoder import IdentityEncoder, encode_reference
-
-from conftest import OFFICIAL  # noqa: E402
-needs_official = pytest.mark.skipif(not (OFFICIAL / "test_data").is_dir(), reason="../shared/data/official missing")
+from wplus.identity.files import Identity, list_identities, load_identity, safe_name, save_identity
 
 
 def _identity(seed: int = 0, **kw) -> Identity:
@@ -40,7 +44,7 @@ def test_save_load_roundtrip(tmp_path):
     assert list_identities(tmp_path) == ["Alice"]
 
 
-@needs_official
+@pytest.mark.needs_shared
 def test_official_pth_loads_as_identity(tmp_path):
     src = OFFICIAL / "test_data/e4e/3.pth"
     expected = torch.load(src, map_location="cpu", weights_only=True).detach()[0]

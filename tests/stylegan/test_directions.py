@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import OFFICIAL  # noqa: E402
+from wplus.errors import DirectionError, MissingWeightsError
 from wplus.stylegan.directions import (
     DirectionLibrary,
     apply_edits,
@@ -17,11 +18,9 @@ from wplus.stylegan.directions import (
     parse_edits,
     read_ganspace_configs,
 )
-from wplus.errors import DirectionError, MissingWeightsError
 
-from conftest import OFFICIAL  # noqa: E402
 W_DIR = OFFICIAL / "w_direction"
-pytestmark = pytest.mark.skipif(not W_DIR.is_dir(), reason="../shared/data/official is not beside the checkout")
+pytestmark = pytest.mark.needs_shared
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 
 import wplus
-from wplus.stylegan import e4e as e4e_mod
-from wplus.stylegan.e4e import load_e4e, save_e4e_safetensors
-from wplus.stylegan.encoder import EncoderConfig, Encoder4Editing
-from wplus.errors import E4EFormatError, MissingWeightsError
-from wplus.stylegan.generator import Generator, GeneratorConfig
-
 from conftest import FIXTURES
 from helpers.e4e_fill import filled_checkpoint, filled_state_dict, load_manifest, manifest_of
+from wplus.errors import E4EFormatError, MissingWeightsError
+from wplus.stylegan import e4e as e4e_mod
+from wplus.stylegan.e4e import load_e4e, save_e4e_safetensors
+from wplus.stylegan.encoder import Encoder4Editing, EncoderConfig
+from wplus.stylegan.generator import Generator, GeneratorConfig
 
 E4E_DIR = FIXTURES / "e4e"
 

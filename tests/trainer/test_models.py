@@ -99,6 +99,7 @@ def _tiny_sdxl(folder):
     """An SDXL-shaped diffusers folder: text_time conditioning, two CLIP text encoders (16 + 24 = 40)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
     from trainer.models import write_clip_tokenizer
     torch.manual_seed(0)
     cfg = json.loads((FIXTURES / "reference_sdxl" / "config.json").read_text())["diffusers_unet"]
@@ -119,6 +120,7 @@ def _tiny_sdxl(folder):
     return folder
 
 
+@pytest.mark.needs_shared
 def test_sdxl_training_step_uses_both_text_encoders_and_time_ids(tmp_path):
     from trainer.config import TrainConfig
     from trainer.engine import run
@@ -147,6 +149,7 @@ def test_sdxl_training_step_uses_both_text_encoders_and_time_ids(tmp_path):
 def test_sd2_open_clip_text_tower_converts(tmp_path):
     """SD2 checkpoints hold an OpenCLIP text tower (fused in_proj, c_fc/c_proj, positional_embedding)."""
     from transformers import CLIPTextConfig, CLIPTextModel
+
     from trainer.models import _open_clip_text
     torch.manual_seed(0)
     hf = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

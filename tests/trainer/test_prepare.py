@@ -3,7 +3,6 @@ precomputed files or an injected encoder, wild face masks, manifest, skips, resu
 from __future__ import annotations
 
 import json
-import random
 import shutil
 
 import numpy as np
@@ -20,7 +19,7 @@ E4E = OFFICIAL / "test_data" / "e4e"
 WILD = OFFICIAL / "test_data" / "in_the_wild"
 
 pytest.importorskip("dlib")
-pytestmark = pytest.mark.skipif(not E4E.is_dir(), reason="../shared test photos not available")
+pytestmark = pytest.mark.needs_shared
 
 
 class TinyEncoder(torch.nn.Module):

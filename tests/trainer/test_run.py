@@ -25,7 +25,7 @@ E4E = OFFICIAL / "test_data" / "e4e"
 DIRECTIONS = OFFICIAL / "w_direction"
 RES = 64
 
-pytestmark = pytest.mark.skipif(not E4E.is_dir(), reason="../shared test photos not available")
+pytestmark = pytest.mark.needs_shared
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +174,10 @@ def _inputs(context_dim):
 
 
 def test_exported_adapter_matches_the_trainer_on_diffusers_and_ldm(overfit, work):
-    import wplus
     from diffusers import UNet2DConditionModel
-    from wplus.unet_convert import diffusers_to_ldm_unet
+
+    import wplus
+    from helpers.unet_convert import diffusers_to_ldm_unet
     model = overfit.accelerator.unwrap_model(overfit.model)
     x, t, ctx, w = _inputs(model.adapter.context_dim)
     with torch.no_grad():

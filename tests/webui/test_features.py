@@ -30,9 +30,7 @@ class SeededTinyE4E(TinyE4E):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    if not FIX.is_dir():
-        pytest.skip("../shared fixtures are not beside the checkout")
+def env(tmp_path_factory, shared_dir):
     root = tmp_path_factory.mktemp("wplus_webui_features")
     with installed(root / "webui"):
         web = WebUI(make_models_dir(root / "models", directions=True))
@@ -66,8 +64,8 @@ def plain(env, **kwargs):
 
 
 def expected_code(edits=None, mix=None):
-    from wplus.stylegan import directions
     from webui_stub.fixture import SHARED
+    from wplus.stylegan import directions
 
     w = identity_code(1)
     if mix is not None:
@@ -83,8 +81,9 @@ def expected_code(edits=None, mix=None):
 
 def test_infotext_round_trip_restores_the_panel(env):
     from modules import infotext_utils
-    from wplus.webui.session import code_hash
+
     from wplus.webui.options import PanelArgs, from_values
+    from wplus.webui.session import code_hash
 
     request = PanelArgs(**PERSON1, scale=0.75, start=30.0, edits={"smile": 1.5, "latent/age": -1.0},
                         source2="Saved identity", identity2="person2", mix_mode="Per layer group",
@@ -252,8 +251,8 @@ def test_seed_identity_and_mix_in_panel(env):
 
 def test_preview_and_save_identity(env):
     from wplus.webui import catalog
-    from wplus.webui.session import code_hash
     from wplus.webui.options import PanelArgs
+    from wplus.webui.session import code_hash
 
     mod = env.script_module
     aligned, rendering, status = mod._preview(PanelArgs(**PERSON1, edits={"smile": 2.0}))

@@ -15,9 +15,7 @@ PERSON1 = dict(enabled=True, source="Saved identity", identity="person1")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    if not FIX.is_dir():
-        pytest.skip("../shared fixtures are not beside the checkout")
+def env(tmp_path_factory, shared_dir):
     root = tmp_path_factory.mktemp("wplus_webui")
     with installed(root / "webui"):
         yield WebUI(make_models_dir(root / "models"))
@@ -256,6 +254,7 @@ def test_missing_identity_warns_and_generates_plain(env):
 def test_sdxl_checkpoint_with_the_sd15_adapter_is_refused(env):
     from modules import shared
     from modules.sd_models import FakeSDModel
+
     from helpers.unet_fixtures import sgm_shaped_unet
     from wplus.branch.layers import cross_attention_layers
 

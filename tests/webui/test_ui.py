@@ -13,13 +13,11 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from webui_stub.fixture import FIX, ROOT, WebUI, installed, make_models_dir
+from webui_stub.fixture import ROOT, WebUI, installed, make_models_dir
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    if not FIX.is_dir():
-        pytest.skip("../shared fixtures are not beside the checkout")
+def env(tmp_path_factory, shared_dir):
     root = tmp_path_factory.mktemp("wplus_webui_ui")
     with installed(root / "webui"):
         yield WebUI(make_models_dir(root / "models", directions=True))
@@ -98,6 +96,7 @@ def test_panel_buttons(env):
 
 def test_settings_section(env):
     from modules import shared
+
     from wplus.webui.settings import SECTION, SPECS
 
     for spec in SPECS:

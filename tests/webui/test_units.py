@@ -10,12 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from wplus.webui import api as api_args
-
-from wplus.webui import infotext
-
 from wplus.branch import rows
 from wplus.errors import ImageInputError, WPlusError
+from wplus.webui import api as api_args
+from wplus.webui import infotext
 from wplus.webui.options import FIXED_FIELDS, PanelArgs, apply_xyz, from_values, to_values
 
 # The WebUI's infotext grammar (modules/infotext_utils.py, v1.10): `Key: value` pairs.

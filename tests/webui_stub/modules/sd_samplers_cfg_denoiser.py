@@ -13,8 +13,14 @@ from __future__ import annotations
 import torch
 
 from modules import shared
-from modules.script_callbacks import (AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams,
-                                      cfg_after_cfg_callback, cfg_denoised_callback, cfg_denoiser_callback)
+from modules.script_callbacks import (
+    AfterCFGCallbackParams,
+    CFGDenoisedParams,
+    CFGDenoiserParams,
+    cfg_after_cfg_callback,
+    cfg_denoised_callback,
+    cfg_denoiser_callback,
+)
 from modules.sd_samplers_common import InterruptedException
 from modules.shared import opts, state
 
