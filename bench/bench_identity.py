@@ -60,7 +60,8 @@ def bench_device(device: str, photo, e4e_path: Path | None, repeat: int) -> list
     batch = image_to_batch(ref.masked)
     model.encode(batch)  # warm-up
     rows = [("e4e.encode only", timed(lambda: model.encode(batch), repeat))]
-    rows.append(("detect + align + mask only", timed(lambda: prepare_reference(photo, backend="dlib", size=256), repeat)))
+    rows.append(("detect + align + mask only",
+                 timed(lambda: prepare_reference(photo, backend="dlib", size=256), repeat)))
 
     with tempfile.TemporaryDirectory() as tmp:
         tags = iter(range(10**6))
@@ -87,7 +88,8 @@ def bench_device(device: str, photo, e4e_path: Path | None, repeat: int) -> list
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--photo", default=None, help="default: skimage.data.astronaut()")
-    p.add_argument("--e4e", type=Path, default=None, help="default: models/e4e_ffhq_encode.pt if present, else random weights")
+    p.add_argument("--e4e", type=Path, default=None,
+                   help="default: models/e4e_ffhq_encode.pt if present, else random weights")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="all", choices=("cpu", "cuda", "all"))
     args = p.parse_args(argv)

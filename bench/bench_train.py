@@ -117,8 +117,8 @@ def full_tiny_rows(steps: int, device: str) -> list[dict]:
 
         import wplus
         init = tmp / "init.safetensors"
-        wplus.save_adapter(wplus.WPlusAdapter.from_unet(UNet2DConditionModel.from_pretrained(tmp / "sd", subfolder="unet")),
-                           init)
+        unet = UNet2DConditionModel.from_pretrained(tmp / "sd", subfolder="unet")
+        wplus.save_adapter(wplus.WPlusAdapter.from_unet(unet), init)
         for stage in (1, 2):
             cfg = TrainConfig(stage=stage, init=str(init) if stage == 2 else None, pretrained_model=str(tmp / "sd"),
                               manifest=str(tmp / "m.jsonl"), resolution=64, train_batch_size=2,
@@ -153,7 +153,8 @@ def main() -> None:
     dtype = torch.float16 if args.device == "cuda" else torch.float32
     from trainer.tiny import TINY_UNET
     print(f"# bench_train: torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads "
-          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), {platform.processor() or platform.machine()}, "
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+          f"{platform.processor() or platform.machine()}, "
           f"frozen UNet in {str(dtype).replace('torch.', '')}, adapter fp32, AdamW, {args.steps} timed steps")
     rows = unet_rows("tiny", TINY_UNET, 64, 2, args.steps, args.device, dtype)
     if args.device == "cpu":

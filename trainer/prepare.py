@@ -169,7 +169,8 @@ def _finish(kind: str, image: Path, sid: str, out: Path, prep, encoder: Optional
             wfile: Optional[Path], image_to_batch) -> dict:
     """Encode (main process: one encoder) and write the files and record of one prepared face."""
     rel = lambda p: os.path.relpath(p, out)
-    aligned, mask, wpath = out / "aligned" / f"{sid}.png", out / "masks" / f"{sid}.png", out / "wplus" / f"{sid}.safetensors"
+    aligned, mask = out / "aligned" / f"{sid}.png", out / "masks" / f"{sid}.png"
+    wpath = out / "wplus" / f"{sid}.safetensors"
     prep.aligned.save(aligned)
     Image.fromarray(np.uint8(np.clip(np.rint(prep.mask * 255), 0, 255)), "L").save(mask)
     if wfile is not None:

@@ -147,7 +147,9 @@ def _checkpoint_loader(args: argparse.Namespace, models: Path) -> tuple[Callable
     """Resolve the e4e file now (fail fast, download if allowed); load it only when needed.
 
     The tag names the file version as the WebUI does (`file_tag`), so both share the identity cache."""
-    path = args.e4e if args.e4e is not None else ensure_file(registry.get("e4e"), models, allow_download=not args.no_download)
+    path = args.e4e
+    if path is None:
+        path = ensure_file(registry.get("e4e"), models, allow_download=not args.no_download)
     if not Path(path).is_file():
         raise MissingWeightsError(missing_message(registry.get("e4e"), None, "the file given with --e4e does not exist",
                                                   path=path))

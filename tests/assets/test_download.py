@@ -67,7 +67,8 @@ def server():
     httpd.server_close()
 
 
-def entry(url: str, sha256: str | None = hashlib.sha256(PAYLOAD).hexdigest(), size: int | None = len(PAYLOAD)) -> registry.ModelFile:
+def entry(url: str, sha256: str | None = hashlib.sha256(PAYLOAD).hexdigest(),
+          size: int | None = len(PAYLOAD)) -> registry.ModelFile:
     return registry.ModelFile(key="test", filename="sub/f.bin", subdir="w_direction", url=url, sha256=sha256,
                               size=size, description="a test file", purpose="editing")
 

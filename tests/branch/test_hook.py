@@ -181,7 +181,8 @@ def test_branch_follows_unet_dtype_and_trains_with_cast_false():
     with torch.no_grad(), wplus.attach(unet_bf16, adapter) as handle:
         assert adapter.proj.norm.weight.dtype == torch.bfloat16
         handle.tokens = adapter.zero_tokens(6)
-        out = unet_bf16(ref.io["x"].bfloat16(), ref.io["timesteps"], encoder_hidden_states=ref.context.bfloat16()).sample
+        out = unet_bf16(ref.io["x"].bfloat16(), ref.io["timesteps"],
+                        encoder_hidden_states=ref.context.bfloat16()).sample
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 

@@ -60,4 +60,5 @@ def test_real_sgm_unet_when_available():
 
     unet = sgm.UNetModel(**ldm_config("sdxl")).eval()
     unet.load_state_dict(ldm_state("sdxl"))
-    assert len(wplus.branch.layers.cross_attention_layers(unet)) == len(wplus.load_adapter(diffusers_unet("sdxl").adapter_path).layers)
+    official = wplus.load_adapter(diffusers_unet("sdxl").adapter_path)
+    assert len(wplus.branch.layers.cross_attention_layers(unet)) == len(official.layers)

@@ -50,7 +50,8 @@ def test_help():
     assert out.returncode == 0
     assert all(cmd in out.stdout for cmd in ("invert", "download", "directions"))
     out = run_cli("invert", "--help")
-    assert out.returncode == 0 and "--face-index" in out.stdout and "--edit" in out.stdout and "--no-download" in out.stdout
+    assert out.returncode == 0
+    assert "--face-index" in out.stdout and "--edit" in out.stdout and "--no-download" in out.stdout
 
 
 @pytest.mark.needs_shared

@@ -51,7 +51,8 @@ def ldm_unet(variant: str = "sd15") -> Reference:
     unet = UNetModel(**ldm_config(variant)).eval()
     unet.load_state_dict(ldm_state(variant), strict=True)
     io = load_file(str(_dir(variant) / "io.safetensors"))
-    return Reference(unet, io, lambda ctx: unet(io["x"], io["timesteps"], context=ctx), _dir(variant) / "wplus_adapter.bin")
+    return Reference(unet, io, lambda ctx: unet(io["x"], io["timesteps"], context=ctx),
+                     _dir(variant) / "wplus_adapter.bin")
 
 
 def diffusers_unet(variant: str) -> Reference:
@@ -84,7 +85,8 @@ def sgm_shaped_unet() -> Reference:
             block = module.transformer_blocks[0]
             heads, width = block.attn1.heads, block.attn1.to_q.in_features
             module.transformer_blocks = nn.ModuleList(
-                BasicTransformerBlock(width, heads, width // heads, context_dim=cfg["context_dim"]) for _ in range(depth)
+                BasicTransformerBlock(width, heads, width // heads, context_dim=cfg["context_dim"])
+                for _ in range(depth)
             )
     unet.load_state_dict(state, strict=True)
     unet.eval()

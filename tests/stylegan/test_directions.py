@@ -76,7 +76,8 @@ def test_interfacegan_is_broadcast_to_18_layers(lib, w1):
 
 
 def test_ganspace_sets_component_coordinate_like_the_paper(lib, w1, pca):
-    name, comp, first, end, _ = next(r for r in read_ganspace_configs(W_DIR / "gan_space/ganspace_configs.csv") if r[0] == "eye_openness")
+    rows = read_ganspace_configs(W_DIR / "gan_space/ganspace_configs.csv")
+    name, comp, first, end, _ = next(r for r in rows if r[0] == "eye_openness")
     assert (comp, first, end) == (54, 7, 8)
     strength = 7.0
     # by hand, e4e/paper: coord measured on layer 0, delta = (s - coord) * comp * std on [first, end)
@@ -96,7 +97,8 @@ def test_ganspace_sets_component_coordinate_like_the_paper(lib, w1, pca):
     assert roundness.layers[0] == 0
     out2 = apply_edits(w1, {"face_roundness": -3.0}, lib)[0]
     v2, std2 = pca["comp"][roundness.component].reshape(512).double(), pca["std"][roundness.component].double()
-    assert (((out2[0].double() - pca["mean"].reshape(512).double()) @ v2) / std2).item() == pytest.approx(-3.0, abs=1e-4)
+    coord = ((out2[0].double() - pca["mean"].reshape(512).double()) @ v2) / std2
+    assert coord.item() == pytest.approx(-3.0, abs=1e-4)
 
 
 def test_ganspace_on_a_synthetic_pca_by_hand(tmp_path):
@@ -106,7 +108,8 @@ def test_ganspace_on_a_synthetic_pca_by_hand(tmp_path):
     comp = torch.zeros(2, 1, 512)
     comp[0, 0, 0] = 1.0
     comp[1, 0, 1] = 1.0
-    torch.save({"mean": torch.zeros(1, 512), "comp": comp, "std": torch.tensor([2.0, 1.0])}, root / "gan_space/ffhq_pca.pt")
+    torch.save({"mean": torch.zeros(1, 512), "comp": comp, "std": torch.tensor([2.0, 1.0])},
+               root / "gan_space/ffhq_pca.pt")
     (root / "gan_space/ganspace_configs.csv").write_text("thing\t0\t2\t4\t10\n")
     lib = DirectionLibrary.from_folders(root)
     w = torch.zeros(18, 512)

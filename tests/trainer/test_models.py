@@ -111,12 +111,14 @@ def _tiny_sdxl(folder):
                   latent_channels=4).save_pretrained(folder / "vae")
     common = dict(vocab_size=49408, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                   max_position_embeddings=77)
-    CLIPTextModel(CLIPTextConfig(hidden_size=16, hidden_act="quick_gelu", **common)).save_pretrained(folder / "text_encoder")
+    CLIPTextModel(CLIPTextConfig(hidden_size=16, hidden_act="quick_gelu", **common)
+                  ).save_pretrained(folder / "text_encoder")
     CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=24, projection_dim=24, hidden_act="gelu", **common)
                                 ).save_pretrained(folder / "text_encoder_2")
     write_clip_tokenizer(folder / "tokenizer")
     write_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(folder / "scheduler")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+                  ).save_pretrained(folder / "scheduler")
     return folder
 
 
@@ -166,7 +168,8 @@ def test_sd2_open_clip_text_tower_converts(tmp_path):
             sd[o + f"attn.in_proj_{kind}"] = torch.cat([s[h + f"self_attn.{x}_proj.{kind}"] for x in "qkv"])
             sd[o + f"attn.out_proj.{kind}"] = s[h + f"self_attn.out_proj.{kind}"]
             sd[o + f"ln_1.{kind}"], sd[o + f"ln_2.{kind}"] = s[h + f"layer_norm1.{kind}"], s[h + f"layer_norm2.{kind}"]
-            sd[o + f"mlp.c_fc.{kind}"], sd[o + f"mlp.c_proj.{kind}"] = s[h + f"mlp.fc1.{kind}"], s[h + f"mlp.fc2.{kind}"]
+            sd[o + f"mlp.c_fc.{kind}"] = s[h + f"mlp.fc1.{kind}"]
+            sd[o + f"mlp.c_proj.{kind}"] = s[h + f"mlp.fc2.{kind}"]
     ours = _open_clip_text(CLIPTextModel, sd, p).eval()
     ids = torch.randint(0, 49406, (2, 77))
     with torch.no_grad():

@@ -61,7 +61,7 @@ def test_manifest_records_and_files(prepared):
     assert report.done == 3 and report.reused == 0
     recs = data_mod.read_manifest(root / "data" / "manifest.jsonl")
     assert [r["id"] for r in recs] == ["face-p1", "face-p2", "wild-w2"]
-    raw = [json.loads(l) for l in (root / "data" / "manifest.jsonl").read_text().splitlines()]
+    raw = [json.loads(line) for line in (root / "data" / "manifest.jsonl").read_text().splitlines()]
     assert all(not r["aligned"].startswith("/") for r in raw)  # relative to the manifest
     for r in recs:
         assert Image.open(r["aligned"]).size == (512, 512)
@@ -98,7 +98,7 @@ def test_images_without_a_usable_face_are_skipped_and_reported(prepared):
     reasons = {s["image"].split("/")[-1]: s["reason"] for s in report.skipped}
     assert set(reasons) == {"empty.png", "broken.jpg"}
     assert "FaceNotFound" in reasons["empty.png"]
-    logged = [json.loads(l) for l in (root / "data" / "skipped.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (root / "data" / "skipped.jsonl").read_text().splitlines()]
     assert {s["image"].split("/")[-1] for s in logged} == set(reasons)
 
 

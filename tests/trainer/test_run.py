@@ -3,8 +3,8 @@ real CLIP tokenizer) and the paper's real test photos with their W+ codes, all o
 
 `python trainer/train.py` runs as a subprocess for Stage I (two data-parallel processes, as under
 `accelerate launch`) and Stage II (one process); Stage II is then resumed
-from its mid-run checkpoint; an in-process run overfits one batch and checks the exported adapter against the trainer's own model
-on the diffusers UNet and on the equivalent ldm UNet.
+from its mid-run checkpoint; an in-process run overfits one batch and checks the exported adapter
+against the trainer's own model on the diffusers UNet and on the equivalent ldm UNet.
 """
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def _common(work, out, stage, steps, *extra):
 def _train(args, processes=1):
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     # torch.distributed.run sets the environment `accelerate launch` sets: DDP (gloo on CPU)
-    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    launch = launch if processes > 1 else []
     r = subprocess.run([sys.executable, *launch, "trainer/train.py", *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -65,7 +66,7 @@ def _train(args, processes=1):
 
 
 def _metrics(out):
-    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")

@@ -109,8 +109,8 @@ def test_infotext_round_trip_restores_the_panel(env):
                            script.direction_names)
     for name in ("enabled", "source", "identity", "scale", "start", "source2", "identity2", "mix_mode",
                  "mix_coarse", "mix_middle", "mix_fine", "adapter"):
-        assert getattr(restored, name) == pytest.approx(getattr(request, name)) if isinstance(getattr(request, name), float) \
-            else getattr(restored, name) == getattr(request, name), name
+        want = getattr(request, name)
+        assert getattr(restored, name) == (pytest.approx(want) if isinstance(want, float) else want), name
     assert restored.active_edits() == request.active_edits()
 
     # pasting an infotext made without W+ turns the panel off and leaves the rest alone

@@ -43,8 +43,8 @@ def test_panel_builds_in_both_tabs(env):
         for c in controls:
             assert c.elem_id.startswith(f"script_{tab}_w_adapter_"), c.elem_id
         ids += [c.elem_id for c in controls]
-        assert {"person1", "person2"} <= set(controls[FIXED_FIELDS.index("identity")].choices and
-                                             [x[0] if isinstance(x, tuple) else x for x in controls[FIXED_FIELDS.index("identity")].choices])
+        choices = controls[FIXED_FIELDS.index("identity")].choices
+        assert {"person1", "person2"} <= set(choices and [x[0] if isinstance(x, tuple) else x for x in choices])
     assert len(ids) == len(set(ids)), "duplicate elem_ids"
 
 

@@ -39,8 +39,10 @@ def test_branch_on_is_the_papers_rule():
 def test_api_dict_parses_and_rejects_bad_values():
     args = api_args.parse({"identity": "alice", "lambda": 0.7, "start": 10, "edits": {"smile": 2},
                            "mix_with": {"seed": 3}, "mix": [0, 0.5, 1], "adapter": "a.safetensors"})
-    assert (args.enabled, args.source, args.identity, args.scale, args.start) == (True, "Saved identity", "alice", 0.7, 10.0)
-    assert (args.source2, args.seed2, args.mix_mode, args.mix_weights()) == ("Random (seed)", 3, "Per layer group", (0.0, 0.5, 1.0))
+    assert (args.enabled, args.source, args.identity, args.scale, args.start) == \
+        (True, "Saved identity", "alice", 0.7, 10.0)
+    assert (args.source2, args.seed2, args.mix_mode, args.mix_weights()) == \
+        ("Random (seed)", 3, "Per layer group", (0.0, 0.5, 1.0))
     assert args.edits == {"smile": 2.0} and args.adapter == "a.safetensors"
     assert api_args.parse({"enabled": False}).enabled is False
     bad = [
@@ -113,6 +115,7 @@ def test_panel_values_round_trip_and_xyz_overrides():
     with pytest.raises(ValueError):
         from_values(values[:3], names)
     xyz = apply_xyz(PanelArgs(), {"scale": 0.5, "identity": "bob", "edit:age": -1})
-    assert (xyz.enabled, xyz.scale, xyz.source, xyz.identity, xyz.edits) == (True, 0.5, "Saved identity", "bob", {"age": -1.0})
+    assert (xyz.enabled, xyz.scale, xyz.source, xyz.identity, xyz.edits) == \
+        (True, 0.5, "Saved identity", "bob", {"age": -1.0})
     with pytest.raises(ValueError):
         apply_xyz(PanelArgs(), {"nope": 1})

@@ -85,7 +85,8 @@ def make_models_dir(path: Path, *, adapter: bool = True, identities: bool = True
 
 
 def identity_code(n: int) -> torch.Tensor:
-    return torch.load(OFFICIAL / "test_data" / "e4e" / f"{n}.pth", map_location="cpu", weights_only=True).float().reshape(1, 18, 512)
+    code = torch.load(OFFICIAL / "test_data" / "e4e" / f"{n}.pth", map_location="cpu", weights_only=True)
+    return code.float().reshape(1, 18, 512)
 
 
 class WebUI:
@@ -96,7 +97,8 @@ class WebUI:
         self.scripts_mod, self.callbacks, self.shared = scripts, script_callbacks, shared
         self.unet = unet if unet is not None else tiny_unet()
         shared.sd_model = FakeSDModel(self.unet, context_dim=self.unet_context_dim(self.unet))
-        files = [(str(STUB_DIR / "builtin_scripts"), str(STUB_DIR / "builtin_scripts" / "xyz_grid.py"))] if with_xyz else []
+        xyz = (str(STUB_DIR / "builtin_scripts"), str(STUB_DIR / "builtin_scripts" / "xyz_grid.py"))
+        files = [xyz] if with_xyz else []
         files += [(str(ROOT), str(ROOT / "scripts" / name)) for name in EXTENSION_SCRIPTS]
         scripts.load_scripts(files)
         script_callbacks.ui_settings_callback()
@@ -146,10 +148,14 @@ class WebUI:
     def processing(self, tab: str = "txt2img", wplus: dict | None = None, raw=None, **kwargs: Any):
         from modules import processing
 
-        cls = processing.StableDiffusionProcessingImg2Img if tab == "img2img" else processing.StableDiffusionProcessingTxt2Img
+        cls = (processing.StableDiffusionProcessingImg2Img if tab == "img2img"
+               else processing.StableDiffusionProcessingTxt2Img)
         p = cls(**kwargs)
         p.scripts = self.runners[tab]
-        p.script_args = self.args(tab, raw=raw, **(wplus or {})) if (wplus is not None or raw is not None) else tuple(self.runners[tab].default_args())
+        if wplus is not None or raw is not None:
+            p.script_args = self.args(tab, raw=raw, **(wplus or {}))
+        else:
+            p.script_args = tuple(self.runners[tab].default_args())
         return p
 
     def generate(self, tab: str = "txt2img", wplus: dict | None = None, raw=None, **kwargs: Any):

@@ -26,10 +26,12 @@ TIMEOUT_S = 30.0
 
 def downloads_disabled() -> bool:
     """`WPLUS_OFFLINE=1` (or HF_HUB_OFFLINE=1, which WebUI users already set) disables downloads."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in ("WPLUS_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes")
+               for v in ("WPLUS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def find_existing(entry: ModelFile, models_dir: str | os.PathLike, search_dirs: Iterable[str | os.PathLike] = ()) -> Path | None:
+def find_existing(entry: ModelFile, models_dir: str | os.PathLike,
+                  search_dirs: Iterable[str | os.PathLike] = ()) -> Path | None:
     """The first present copy: our models folder, the WebUI's folders (`alt_subdirs`), extra dirs."""
     name = Path(entry.filename).name
     candidates = [entry.path(models_dir)]
@@ -127,7 +129,8 @@ def _verify_part(entry: ModelFile, part: Path) -> None:
             )
 
 
-def _fetch_into(entry: ModelFile, part: Path, progress: bool, callback: ProgressCallback | None, opener: Opener) -> None:
+def _fetch_into(entry: ModelFile, part: Path, progress: bool, callback: ProgressCallback | None,
+                opener: Opener) -> None:
     have = part.stat().st_size if part.exists() else 0
     if entry.size is not None and have > entry.size:
         part.unlink()
@@ -151,7 +154,8 @@ def _fetch_into(entry: ModelFile, part: Path, progress: bool, callback: Progress
         _stream(response, part, have, total, entry, progress, callback)
 
 
-def _stream(response, part: Path, have: int, total: int | None, entry: ModelFile, progress: bool, callback: ProgressCallback | None) -> None:
+def _stream(response, part: Path, have: int, total: int | None, entry: ModelFile, progress: bool,
+            callback: ProgressCallback | None) -> None:
     bar = None
     if progress:
         bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,

@@ -191,7 +191,9 @@ def missing_message(entry: ModelFile, models_dir: str | os.PathLike | None, reas
                     path: str | os.PathLike | None = None) -> str:
     """The one message for an absent model file: which file, why, where to get it and where it goes
     (`path` when the caller looked somewhere else than the models folder)."""
-    target = Path(path) if path is not None else entry.path(models_dir if models_dir is not None else default_models_dir())
+    if path is None:
+        path = entry.path(models_dir if models_dir is not None else default_models_dir())
+    target = Path(path)
     return (
         f"Missing {entry.filename!r} ({entry.description}): {reason}. "
         f"Download it from {entry.url} and put it in the folder {target.parent.resolve()}{os.sep} "

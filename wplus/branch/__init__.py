@@ -1,1 +1,2 @@
-"""The paper's residual identity branch: projection, residual attention, layer discovery, hooks, CFG rows, adapter files."""
+"""The paper's residual identity branch: projection, residual attention, layer discovery, hooks, CFG rows,
+adapter files."""

@@ -45,7 +45,8 @@ def load_adapter(path: str | Path) -> WPlusAdapter:
     return adapter
 
 
-def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False, dtype: torch.dtype | None = None) -> Path:
+def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False,
+                 dtype: torch.dtype | None = None) -> Path:
     """Write our .safetensors (default) or the official .bin layout; `dtype` e.g. torch.float16."""
     path = Path(path)
     cast = (lambda t: t.detach().to("cpu", dtype or t.dtype).contiguous())
@@ -84,7 +85,8 @@ def _read_official(path: Path) -> tuple[dict, dict, dict]:
     for key, tensor in state["wplus_adapter"].items():
         m = _OFFICIAL_KEY.match(key)
         if m is None or int(m[1]) % 2 == 0:
-            raise AdapterFormatError(f"{path.name}: unknown key 'wplus_adapter.{key}' — not a W+ adapter of a known version.")
+            raise AdapterFormatError(f"{path.name}: unknown key 'wplus_adapter.{key}' — not a W+ adapter of a "
+                                     "known version.")
         residual[((int(m[1]) - 1) // 2, m[2])] = tensor
     return dict(state["w_proj"]), residual, {}
 
@@ -95,7 +97,8 @@ def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
             meta = f.metadata() or {}
             keys = list(f.keys())
     except (SafetensorError, OSError, ValueError) as exc:
-        raise AdapterFormatError(f"{path.name} is not a readable safetensors file (corrupt or truncated?): {exc}") from exc
+        raise AdapterFormatError(f"{path.name} is not a readable safetensors file (corrupt or truncated?): "
+                                 f"{exc}") from exc
     if meta.get("format") != FORMAT and not any(k.startswith("proj.proj_0") for k in keys):
         raise AdapterFormatError(f"{path.name} is {_guess(dict.fromkeys(keys))}, not a W+ adapter.")
     if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:

@@ -69,13 +69,15 @@ def _thumbnail(img: Any) -> Image.Image | None:
     elif isinstance(img, np.ndarray):
         img = Image.fromarray(img.astype(np.uint8))
     img = img.convert("RGB")
-    return img if img.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE) else img.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    size = (THUMBNAIL_SIZE, THUMBNAIL_SIZE)
+    return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
 
 
 class IdentityEncoder:
     """Photo -> Identity with e4e loaded on demand and (by default) released after each use."""
 
-    def __init__(self, e4e_loader: E4ELoader, cache: IdentityCache | None = None, keep_loaded: bool = False, encoder_tag: str = ""):
+    def __init__(self, e4e_loader: E4ELoader, cache: IdentityCache | None = None, keep_loaded: bool = False,
+                 encoder_tag: str = ""):
         self.e4e_loader = e4e_loader
         self.cache = cache
         self.keep_loaded = keep_loaded
@@ -160,18 +162,20 @@ def encode_reference(
     return encoder.encode(image, face_index=face_index, backend=backend, name=name)
 
 
-def default_e4e_loader(models_dir: str | os.PathLike | None = None, allow_download: bool = True, device: str | torch.device | None = None) -> E4ELoader:
+def default_e4e_loader(models_dir: str | os.PathLike | None = None, allow_download: bool = True,
+                       device: str | torch.device | None = None) -> E4ELoader:
     """Loads `models/e4e_ffhq_encode.pt` (downloading it if allowed) when first called."""
 
     def load() -> Any:
         path = ensure_file(registry.get("e4e"), models_dir, allow_download=allow_download)
-        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         return load_e4e(str(path), device=dev)
 
     return load
 
 
-def default_encoder_tag(models_dir: str | os.PathLike | None = None, resolve: bool = False, allow_download: bool = True) -> str:
+def default_encoder_tag(models_dir: str | os.PathLike | None = None, resolve: bool = False,
+                        allow_download: bool = True) -> str:
     """Identifies the e4e weights by name, size and mtime, so swapping them invalidates the cache.
 
     resolve: make sure the file is there first (download it if allowed). The CLI names an e4e file
@@ -189,5 +193,6 @@ def faces_table(faces: Sequence[dict], chosen: int | None = None) -> str:
     for f in faces:
         x0, y0, x1, y1 = f["box"]
         mark = "  <- encoded" if f["index"] == chosen else ""
-        lines.append(f"  [{f['index']}] box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f})  size {x1 - x0:.0f}x{y1 - y0:.0f}{mark}")
+        lines.append(f"  [{f['index']}] box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f})  "
+                     f"size {x1 - x0:.0f}x{y1 - y0:.0f}{mark}")
     return "\n".join(lines)

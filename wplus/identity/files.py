@@ -65,7 +65,8 @@ def _as_code(t: Any, origin: str) -> torch.Tensor:
     if isinstance(t, np.ndarray):
         t = torch.from_numpy(t)
     if not isinstance(t, torch.Tensor):
-        raise IdentityFormatError(f"{origin}: expected a W+ tensor ({NUM_STYLES},{STYLE_DIM}), found {type(t).__name__}")
+        raise IdentityFormatError(f"{origin}: expected a W+ tensor ({NUM_STYLES},{STYLE_DIM}), "
+                                  f"found {type(t).__name__}")
     t = t.detach().cpu()
     if tuple(t.shape) not in (WPLUS_SHAPE, (1, *WPLUS_SHAPE)) or not torch.is_floating_point(t):
         raise IdentityFormatError(f"{origin}: a W+ code must be a float tensor of shape ({NUM_STYLES},{STYLE_DIM}) or "
@@ -115,7 +116,8 @@ def identity_path(name: str, folder: str | os.PathLike | None = None) -> Path:
 # --- save / load ---------------------------------------------------------------------------------
 
 
-def save_identity(identity: Identity, name: str | None = None, folder: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> Path:
+def save_identity(identity: Identity, name: str | None = None, folder: str | os.PathLike | None = None,
+                  path: str | os.PathLike | None = None) -> Path:
     """Write `<folder>/<name>.safetensors` (atomically) and return its path."""
     if path is None:
         folder = Path(folder) if folder is not None else identities_dir()
@@ -172,7 +174,8 @@ def _load_safetensors(path: Path) -> Identity:
             keys = set(f.keys())
             tensors = {k: f.get_tensor(k) for k in keys}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise IdentityFormatError(f"{path} is not a readable safetensors file ({exc}); re-create it with `python -m wplus invert`") from None
+        raise IdentityFormatError(f"{path} is not a readable safetensors file ({exc}); "
+                                  "re-create it with `python -m wplus invert`") from None
     if "wplus" not in tensors:
         if len(tensors) != 1:
             raise IdentityFormatError(f"{path} holds no 'wplus' tensor (found {sorted(keys)})")

@@ -95,7 +95,8 @@ class Direction:
         """What this edit adds to `w` (B,18,512), computed in at least float32."""
         work = w.to(_work_dtype(w.dtype))
         if self.vector is not None:  # kept at the file's precision (float64 for the .npy files)
-            return strength * self.vector.to(device=work.device, dtype=torch.promote_types(work.dtype, self.vector.dtype))
+            dtype = torch.promote_types(work.dtype, self.vector.dtype)
+            return strength * self.vector.to(device=work.device, dtype=dtype)
         pca = self.pca
         comp = pca.comp[self.component].to(work)
         std = pca.std[self.component].to(work)
@@ -127,7 +128,8 @@ class DirectionLibrary:
         self._by_key[direction.key] = direction
 
     @classmethod
-    def from_folders(cls, official: str | os.PathLike | None = None, user: str | os.PathLike | None = None) -> "DirectionLibrary":
+    def from_folders(cls, official: str | os.PathLike | None = None,
+                     user: str | os.PathLike | None = None) -> "DirectionLibrary":
         """Load the paper's `w_direction/` folder and/or a folder of user directions."""
         found: list[tuple[str, str, dict]] = []  # (source, stem, Direction kwargs)
         if official is not None:
@@ -224,12 +226,14 @@ def _scan_official(root: Path) -> list[tuple[str, str, dict]]:
         vec = _as_wplus_vector(_torch_load(path), str(path))
         found.append(("interfacegan", path.stem, _additive(vec, GROUP_OF.get(path.stem, "other"), 5.0, 3.0)))
     pca_path = root / "gan_space" / "ffhq_pca.pt"
-    csv_path = next((p for p in (root / "gan_space" / "ganspace_configs.csv", root / "ganspace_configs.csv") if p.is_file()), None)
+    tables = (root / "gan_space" / "ganspace_configs.csv", root / "ganspace_configs.csv")
+    csv_path = next((p for p in tables if p.is_file()), None)
     if pca_path.is_file() and csv_path is not None:
         pca = load_ganspace_pca(pca_path)
         for name, comp, first, end, strength in read_ganspace_configs(csv_path):
             if not (0 <= comp < pca.comp.shape[0] and 0 <= first < end <= NUM_STYLES):
-                raise DirectionError(f"{csv_path}: row {name!r} has component {comp} / layers [{first},{end}) out of range")
+                raise DirectionError(f"{csv_path}: row {name!r} has component {comp} / layers [{first},{end}) "
+                                     "out of range")
             bound = float(max(10, math.ceil(1.5 * abs(strength))))
             found.append(("ganspace", name, dict(
                 group=GROUP_OF.get(name, "other"), minimum=-bound, maximum=bound, suggested=float(strength),
@@ -258,7 +262,8 @@ def _scan_user(root: Path) -> list[tuple[str, str, dict]]:
             obj = _torch_load(path)
             tensors = obj if isinstance(obj, dict) else {path.stem: obj}
         for stem, t in tensors.items():
-            found.append(("user", str(stem), _user_kwargs(_as_wplus_vector(t, f"{path}[{stem}]"), str(stem), meta, path)))
+            vector = _as_wplus_vector(t, f"{path}[{stem}]")
+            found.append(("user", str(stem), _user_kwargs(vector, str(stem), meta, path)))
     return found
 
 
@@ -291,7 +296,8 @@ def load_ganspace_pca(path: str | os.PathLike) -> GanSpacePCA:
     except (KeyError, TypeError, RuntimeError) as exc:
         raise DirectionError(f"{path}: expected a GANSpace dict {{mean, comp, std}} ({exc})") from None
     if mean.numel() != STYLE_DIM or comp.shape[1] != STYLE_DIM or std.numel() != comp.shape[0]:
-        raise DirectionError(f"{path}: GANSpace shapes mean {tuple(mean.shape)}, comp {tuple(comp.shape)}, std {tuple(std.shape)} do not fit W (512)")
+        raise DirectionError(f"{path}: GANSpace shapes mean {tuple(mean.shape)}, comp {tuple(comp.shape)}, "
+                             f"std {tuple(std.shape)} do not fit W ({STYLE_DIM})")
     return GanSpacePCA(mean=mean, comp=comp, std=std)
 
 
@@ -319,7 +325,8 @@ _default_lock = threading.Lock()
 _default: dict[tuple, DirectionLibrary] = {}
 
 
-def default_library(models_dir: str | os.PathLike | None = None, allow_download: bool = True, reload: bool = False) -> DirectionLibrary:
+def default_library(models_dir: str | os.PathLike | None = None, allow_download: bool = True,
+                    reload: bool = False) -> DirectionLibrary:
     """The paper's directions from `<models>/w_direction` (fetched if missing) + `<models>/w_direction_user`.
 
     Loaded once per models folder; `reload=True` rereads it (e.g. after adding user directions)."""
@@ -387,7 +394,8 @@ def layer_alphas(alpha: float | Mapping[str, float] | Sequence[float]) -> list[f
     if isinstance(alpha, Mapping):
         unknown = set(alpha) - set(STYLE_GROUPS)
         if unknown:
-            raise DirectionError(f"unknown layer group(s) {sorted(unknown)}; use coarse (0-3), middle (4-7), fine (8-17)")
+            raise DirectionError(f"unknown layer group(s) {sorted(unknown)}; use coarse (0-3), middle (4-7), "
+                                 "fine (8-17)")
         per = [0.0] * NUM_STYLES
         for group, a in alpha.items():
             for i in STYLE_GROUPS[group]:

@@ -1,4 +1,5 @@
-"""WebUI product logic that is not `modules.*`: options, panel, API arguments, infotext, catalog, generation session, settings.
+"""WebUI product logic that is not `modules.*`: options, panel, API arguments, infotext, catalog, generation
+session, settings.
 
 gradio is imported only in this subpackage.
 """

@@ -92,9 +92,11 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
                                              visible=d.source2 == SOURCES[1])
                 f["seed2"] = gr.Number(value=d.seed2, precision=0, label="W+ second identity seed",
                                        elem_id=elem_id("seed2"), visible=d.source2 == SOURCES[2])
-            f["mix_mode"] = gr.Radio(list(MIX_MODES), value=d.mix_mode, label="W+ mix mode", elem_id=elem_id("mix_mode"))
+            f["mix_mode"] = gr.Radio(list(MIX_MODES), value=d.mix_mode, label="W+ mix mode",
+                                     elem_id=elem_id("mix_mode"))
             global_mix = d.mix_mode == MIX_MODES[0]
-            f["mix"] = gr.Slider(0, 1, step=0.05, value=d.mix, label="W+ mix", elem_id=elem_id("mix"), visible=global_mix)
+            f["mix"] = gr.Slider(0, 1, step=0.05, value=d.mix, label="W+ mix", elem_id=elem_id("mix"),
+                                 visible=global_mix)
             with gr.Row(visible=not global_mix) as groups_row:
                 f["mix_coarse"] = gr.Slider(0, 1, step=0.05, value=d.mix_coarse, label="W+ mix coarse (pose, shape)",
                                             elem_id=elem_id("mix_coarse"))

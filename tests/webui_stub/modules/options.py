@@ -6,7 +6,8 @@ from typing import Any
 
 class OptionInfo:
     def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None,
-                 refresh=None, comment_before="", comment_after="", infotext=None, restrict_api=False, category_id=None):
+                 refresh=None, comment_before="", comment_after="", infotext=None, restrict_api=False,
+                 category_id=None):
         self.default = default
         self.label = label
         self.component = component

@@ -79,7 +79,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         x = self.noise(self.latent_shape())
         if self.scripts is not None:
-            self.scripts.process_before_every_sampling(self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning)
+            self.scripts.process_before_every_sampling(self, x=x, noise=x, c=conditioning,
+                                                       uc=unconditional_conditioning)
         image_cond = x.new_zeros(x.shape[0], 5, 1, 1)
         samples = self.sampler.sample(self, x, conditioning, unconditional_conditioning, image_conditioning=image_cond)
         if not self.enable_hr:
@@ -101,7 +102,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             self.scripts.process_before_every_sampling(self, x=samples, noise=noise, c=self.c, uc=self.uc)
         image_cond = samples.new_zeros(samples.shape[0], 5, 1, 1)
         samples = self.sampler.sample_img2img(self, samples, noise, self.c, self.uc,
-                                              steps=self.hr_second_pass_steps or self.steps, image_conditioning=image_cond)
+                                              steps=self.hr_second_pass_steps or self.steps,
+                                              image_conditioning=image_cond)
         self.is_hr_pass = False
         return samples
 
@@ -110,7 +112,8 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     def __init__(self, init_latent: torch.Tensor | None = None, denoising_strength: float = 0.75,
                  image_cfg_scale: float | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.init_latent, self.denoising_strength, self.image_cfg_scale = init_latent, denoising_strength, image_cfg_scale
+        self.init_latent, self.denoising_strength = init_latent, denoising_strength
+        self.image_cfg_scale = image_cfg_scale
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.extra_generation_params["Denoising strength"] = self.denoising_strength
@@ -119,7 +122,8 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         self.init_latent = init
         x = self.noise(init.shape[1:])
         if self.scripts is not None:
-            self.scripts.process_before_every_sampling(self, x=init, noise=x, c=conditioning, uc=unconditional_conditioning)
+            self.scripts.process_before_every_sampling(self, x=init, noise=x, c=conditioning,
+                                                       uc=unconditional_conditioning)
         return self.sampler.sample_img2img(self, init, x, conditioning, unconditional_conditioning,
                                            steps=self.steps, image_conditioning=init)
 

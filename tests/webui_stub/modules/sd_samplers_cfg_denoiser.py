@@ -75,7 +75,8 @@ class CFGDenoiser:
         img_tail = [image_cond, torch.zeros_like(self.init_latent)] if is_edit else [image_cond]
         image_cond_in = torch.cat([_repeat_rows(image_cond, repeats)] + img_tail)
 
-        params = CFGDenoiserParams(x_in, image_cond_in, sigma_in, state.sampling_step, state.sampling_steps, tensor, uncond, self)
+        params = CFGDenoiserParams(x_in, image_cond_in, sigma_in, state.sampling_step, state.sampling_steps,
+                                   tensor, uncond, self)
         cfg_denoiser_callback(params)
         x_in, image_cond_in, sigma_in = params.x, params.image_cond, params.sigma
         tensor, uncond = params.text_cond, params.text_uncond
@@ -127,7 +128,8 @@ class CFGDenoiser:
 
         if is_edit:
             out_cond, out_img_cond, out_uncond = x_out.chunk(3)
-            denoised = out_uncond + cond_scale * (out_cond - out_img_cond) + self.image_cfg_scale * (out_img_cond - out_uncond)
+            denoised = (out_uncond + cond_scale * (out_cond - out_img_cond)
+                        + self.image_cfg_scale * (out_img_cond - out_uncond))
         else:
             scale = 1.0 if skip_uncond else cond_scale
             d_uncond = x_out[-uncond.shape[0]:]
