@@ -87,50 +87,26 @@ _INTERFACEGAN_SHA256 = {
 _GANSPACE_CSV_SHA256 = "074b88a74c15fcfbce51ba1fa46cdd6485163f6e090d5ab1bf4b4f4617e6fa67"
 
 
+def _release(key: str, filename: str, description: str, purpose: str) -> ModelFile:
+    """A file of the paper's GitHub release (no published hash), kept at the top of the models folder."""
+    return ModelFile(key=key, filename=filename, subdir="", url=f"{RELEASE_URL}/{filename}", sha256=None,
+                     size=None, description=description, purpose=purpose)
+
+
+def _facexlib(key: str, filename: str, version: str, description: str) -> ModelFile:
+    """facexlib's weights; the WebUI's face restorers keep the same files in models/GFPGAN."""
+    return ModelFile(key=key, filename=filename, subdir=FACEXLIB_SUBDIR, url=f"{FACEXLIB_URL}/{version}/{filename}",
+                     sha256=None, size=None, description=description, purpose="faces", alt_subdirs=("GFPGAN",))
+
+
 def _build() -> dict[str, ModelFile]:
     files = [
-        ModelFile(
-            key="adapter",
-            filename="wplus_adapter.bin",
-            subdir="",
-            url=f"{RELEASE_URL}/wplus_adapter.bin",
-            sha256=None,
-            size=None,
-            description="the W+ adapter for SD1.5 (projection + residual cross-attention)",
-            purpose="generation",
-        ),
-        ModelFile(
-            key="e4e",
-            filename="e4e_ffhq_encode.pt",
-            subdir="",
-            url=f"{RELEASE_URL}/e4e_ffhq_encode.pt",
-            sha256=None,
-            size=None,
-            description="the e4e encoder + StyleGAN2 FFHQ generator (photo -> W+, previews)",
-            purpose="encoding",
-        ),
-        ModelFile(
-            key="facexlib/detection",
-            filename="detection_Resnet50_Final.pth",
-            subdir=FACEXLIB_SUBDIR,
-            url=f"{FACEXLIB_URL}/v0.1.0/detection_Resnet50_Final.pth",
-            sha256=None,
-            size=None,
-            description="facexlib RetinaFace face detector",
-            purpose="faces",
-            alt_subdirs=("GFPGAN",),
-        ),
-        ModelFile(
-            key="facexlib/parsing",
-            filename="parsing_parsenet.pth",
-            subdir=FACEXLIB_SUBDIR,
-            url=f"{FACEXLIB_URL}/v0.2.2/parsing_parsenet.pth",
-            sha256=None,
-            size=None,
-            description="facexlib ParseNet face parser (face mask)",
-            purpose="faces",
-            alt_subdirs=("GFPGAN",),
-        ),
+        _release("adapter", "wplus_adapter.bin", "the W+ adapter for SD1.5 (projection + residual cross-attention)",
+                 "generation"),
+        _release("e4e", "e4e_ffhq_encode.pt", "the e4e encoder + StyleGAN2 FFHQ generator (photo -> W+, previews)",
+                 "encoding"),
+        _facexlib("facexlib/detection", "detection_Resnet50_Final.pth", "v0.1.0", "facexlib RetinaFace face detector"),
+        _facexlib("facexlib/parsing", "parsing_parsenet.pth", "v0.2.2", "facexlib ParseNet face parser (face mask)"),
     ]
     for name, digest in _LATENT_SHA256.items():
         files.append(_direction(f"latent_directions/{name}.npy", digest, 73856, f"latent direction '{name}'"))

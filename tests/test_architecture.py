@@ -1,0 +1,57 @@
+"""The package layout README's Architecture section describes: who may import whom."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+COMMON = {"wplus.errors", "wplus.geometry"}
+ALLOWED = {  # package -> the other wplus packages it may import (besides COMMON)
+    "wplus.errors": set(),
+    "wplus.geometry": set(),
+    "wplus.assets": set(),
+    "wplus.branch": {"wplus.assets"},
+    "wplus.faces": {"wplus.assets"},
+    "wplus.stylegan": {"wplus.assets"},
+    "wplus.identity": {"wplus.assets", "wplus.faces", "wplus.stylegan"},
+    "wplus.webui": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity"},
+    "wplus.__main__": {"wplus.assets", "wplus.identity", "wplus.stylegan"},
+    "wplus.convert": {"wplus.branch"},
+    "wplus.e4e": {"wplus.stylegan"},
+    "wplus.__init__": set(),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.update([f"{node.module}.{a.name}" for a in node.names] if node.module == "wplus" else [node.module])
+    return out
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_wplus_packages_import_only_what_the_architecture_allows():
+    wrong = []
+    for path in sorted((ROOT / "wplus").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        me = _package(".".join(rel.parts))
+        for module in _imports(path):
+            top = module.split(".")[0]
+            if top in ("modules", "scripts", "trainer") or (top == "gradio" and me != "wplus.webui"):
+                wrong.append(f"{rel}: {module}")
+            elif top == "wplus" and _package(module) not in ALLOWED[me] | COMMON | {me}:
+                wrong.append(f"{rel}: {module}")
+    assert not wrong, "imports across the layout: " + ", ".join(wrong)
+
+
+def test_the_trainer_does_not_import_the_webui_glue():
+    wrong = [f"{p.name}: {m}" for p in sorted((ROOT / "trainer").glob("*.py")) for m in _imports(p)
+             if m.split(".")[0] in ("modules", "gradio") or m.startswith("wplus.webui")]
+    assert not wrong
