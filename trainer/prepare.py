@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import wplus
+from wplus.assets.atomic import atomic_path
 from wplus.errors import WPlusError
 from wplus.faces.detect import prepare_reference, release_models
 from wplus.geometry import WPLUS_SHAPE
@@ -81,7 +82,8 @@ def wild_face_mask(prepared, size: tuple[int, int]) -> Image.Image:
 
 def _save_wplus(w, path: Path) -> None:
     from safetensors.torch import save_file  # torch: kept out of the detection workers (see Encoder)
-    save_file({"wplus": w.detach().float().reshape(1, *WPLUS_SHAPE).contiguous().cpu()}, str(path))
+    with atomic_path(path) as tmp:
+        save_file({"wplus": w.detach().float().reshape(1, *WPLUS_SHAPE).contiguous().cpu()}, str(tmp))
 
 
 def _load_manifest(path: Path) -> dict[str, dict]:
