@@ -2,23 +2,22 @@
 (adapter files, saved identities, edit directions with their slider ranges)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from modules import script_callbacks, shared
 
 from wplus.webui import api as api_args
 from wplus.webui import catalog
+from wplus.webui.options import OPTIONS
+from wplus.webui.panel import TITLE
 from wplus.webui.settings import ExtensionSettings
-
-EXT_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def info() -> dict:
-    settings = ExtensionSettings.from_getter(lambda key, default: getattr(shared.opts, key, default), EXT_MODELS)
+    settings = ExtensionSettings.from_opts(shared.opts)
     return {
-        "script": "W+ Adapter",
+        "script": TITLE,
         "args_keys": sorted(api_args.KEYS),
-        "adapters": catalog.list_adapters(catalog.adapter_dirs(settings.models_dir, [EXT_MODELS])),
+        "limits": {o.key: [o.minimum, o.maximum] for o in OPTIONS if o.kind in ("int", "float")},
+        "adapters": catalog.list_adapters(settings.adapter_dirs()),
         "identities": catalog.list_identities(settings.models_dir),
         "directions": [
             {"name": d.name, "group": d.group, "min": d.minimum, "max": d.maximum, "step": d.step}

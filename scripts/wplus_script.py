@@ -31,13 +31,11 @@ from wplus.webui import catalog, infotext
 from wplus.webui import options as panel_state
 from wplus.webui import panel as wpanel
 from wplus.webui import session as generation
-from wplus.webui.settings import ExtensionSettings
+from wplus.webui.settings import EXT_MODELS, ExtensionSettings
 
-TITLE = "W+ Adapter"
-EXT_ROOT = Path(__file__).resolve().parents[1]
-EXT_MODELS = EXT_ROOT / "models"
+TITLE = wpanel.TITLE
 SESSION_ATTR = "_wplus_session"
-WARNING_KEY = "Wplus warning"
+WARNING_KEY = panel_state.WARNING_KEY
 
 log = logging.getLogger("wplus")
 _resolvers: dict[ExtensionSettings, generation.IdentityResolver] = {}
@@ -45,7 +43,7 @@ RESOLVER_FACTORY = generation.IdentityResolver  # tests swap in a resolver with 
 
 
 def current_settings() -> ExtensionSettings:
-    return ExtensionSettings.from_getter(lambda key, default: getattr(shared.opts, key, default), EXT_MODELS)
+    return ExtensionSettings.from_opts(shared.opts, EXT_MODELS)
 
 
 def resolver(settings: ExtensionSettings | None = None) -> generation.IdentityResolver:
@@ -57,7 +55,15 @@ def resolver(settings: ExtensionSettings | None = None) -> generation.IdentityRe
 
 
 def adapter_dirs(settings: ExtensionSettings) -> list[Path]:
-    return catalog.adapter_dirs(settings.models_dir, [EXT_MODELS])
+    return settings.adapter_dirs(EXT_MODELS)
+
+
+def adapter_choices(current: str = "") -> catalog.AdapterChoices:
+    """The adapter dropdown; a default adapter that is not on disk says what happens on first use."""
+    settings = current_settings()
+    cause = settings.download_blocker()
+    note = f"not on disk; {cause}, so put it in the models folder" if cause else "not on disk yet (will be downloaded)"
+    return catalog.adapter_choices(adapter_dirs(settings), current, note)
 
 
 def warn(p: Any, message: str) -> None:
@@ -68,8 +74,8 @@ def warn(p: Any, message: str) -> None:
     if hasattr(p, "comment"):
         p.comment(text)
     extra = getattr(p, "extra_generation_params", None)
-    if isinstance(extra, dict):
-        extra[WARNING_KEY] = " ".join(text.split())
+    if isinstance(extra, dict):  # image metadata: file names, not the user's folders (the console has those)
+        extra[WARNING_KEY] = infotext.without_local_paths(" ".join(text.split()))
     log.warning(text)  # the WebUI's logging shows warnings in the console
 
 
@@ -77,6 +83,7 @@ class WPlusScript(scripts.Script):
     def __init__(self) -> None:
         super().__init__()
         self.direction_names: list[str] = []
+        self.edit_limits: dict[str, tuple[float, float]] = {}
 
     def title(self) -> str:
         return TITLE
@@ -89,15 +96,15 @@ class WPlusScript(scripts.Script):
         settings = current_settings()
         directions = catalog.direction_catalog(settings.models_dir)
         callbacks = wpanel.PanelCallbacks(
-            refresh_adapters=lambda: catalog.list_adapters(adapter_dirs(current_settings())),
+            refresh_adapters=adapter_choices,
             refresh_identities=lambda: catalog.list_identities(current_settings().models_dir),
             preview=_preview,
             save_identity=_save_identity,
         )
         panel = wpanel.build(self.elem_id, directions, catalog.list_identities(settings.models_dir),
-                             catalog.list_adapters(adapter_dirs(settings)), callbacks,
-                             accordion_cls=InputAccordion, tool_button_cls=ToolButton)
+                             adapter_choices(), callbacks, accordion_cls=InputAccordion, tool_button_cls=ToolButton)
         self.direction_names = panel.direction_names
+        self.edit_limits = {d.name: (d.minimum, d.maximum) for d in directions}
         self.infotext_fields = paste_fields(panel)
         self.paste_field_names = list(infotext.ALL_KEYS)
         return panel.inputs
@@ -106,10 +113,10 @@ class WPlusScript(scripts.Script):
     def request(self, p: Any, args: tuple) -> panel_state.PanelArgs:
         """Panel values, or the API's dict, with X/Y/Z overrides applied."""
         if args and api_args.is_api_dict(args[0]):
-            request = api_args.parse(args[0])
+            request = api_args.parse(args[0], self.edit_limits)
         else:
-            request = panel_state.from_values(args, self.direction_names)
-        return panel_state.apply_xyz(request, getattr(p, panel_state.XYZ_ATTR, None))
+            request = panel_state.from_values(args, self.direction_names, self.edit_limits)
+        return panel_state.apply_xyz(request, getattr(p, panel_state.XYZ_ATTR, None), self.edit_limits)
 
     def process(self, p: Any, *args: Any) -> None:
         own_generation_params(p)
@@ -190,6 +197,7 @@ def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
         return
     settings = current_settings()
     try:
+        generation.check_sources(request)  # what the user can fix in the panel first
         path = generation.resolve_adapter_path(request.adapter, settings, adapter_dirs(settings)[1:])
         adapter, adapter_hash = generation.load_adapter_cached(path)
         resolved = resolver(settings).resolve(request)
@@ -292,28 +300,39 @@ def paste_fields(panel: wpanel.Panel) -> list:
     the infotext has no W+ parameters)."""
     import gradio as gr
 
+    UNCHANGED = object()  # the pasted W+ parameters hold a bad value: leave the panel as it is
     last: list = [None, None]  # (params dict, panel values): one parse per paste, not one per field
+
+    limits = {name: (s.minimum, s.maximum) for name, s in panel.edit_sliders.items()}
 
     def restored(params: dict):
         if last[0] is not params:  # identity, not id(): the dict is kept alive, so no id reuse
-            last[:] = [params, infotext.panel_from_params(params, panel.direction_names)]
+            try:
+                args = infotext.panel_from_params(params, panel.direction_names, limits)
+            except WPlusError as e:  # a value outside its option's limits: the panel stays as it is
+                log.warning(f"W+ Adapter: the pasted parameters were not applied: {e}")
+                args = UNCHANGED
+            last[:] = [params, args]
         return last[1]
 
     def field_value(name: str):
         def get(params: dict):
             args = restored(params)
+            if args is UNCHANGED:
+                return gr.update()
             if name == "enabled":
                 return gr.update(value=args is not None)
             if args is None or name in ("reference", "reference2"):
                 return gr.update()
-            return gr.update(value=getattr(args, name))
+            value = getattr(args, name)
+            return gr.update(value=str(value) if isinstance(value, (panel_state.Source, panel_state.MixMode)) else value)
 
         return get
 
     def edit_value(direction: str):
         def get(params: dict):
             args = restored(params)
-            return gr.update() if args is None else gr.update(value=float(args.edits.get(direction, 0.0)))
+            return gr.update() if args is None or args is UNCHANGED else gr.update(value=float(args.edits.get(direction, 0.0)))
 
         return get
 

@@ -1,26 +1,26 @@
-"""X/Y/Z plot axes for W+: λ, start %, identity, adapter and one per edit direction.
+"""X/Y/Z plot axes for W+: one per option with an axis label in the schema (λ, start %, identity,
+adapter) and one per edit direction.
 
 The WebUI's xyz_grid keeps its axes in a module-level list; extensions append theirs before the
 UI is built (on_before_ui, which also runs in API-only mode). Axis values are stored on the copy
 of `p` that xyz_grid makes for each cell (a fresh dict per cell: `copy(p)` is shallow) and the
-W+ script applies them in `process`.
+W+ script applies them in `process`. Values are checked by the options' own validation.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from modules import script_callbacks, scripts, shared
 
+from wplus.errors import WPlusError
 from wplus.webui import catalog
-from wplus.webui.options import SCALE_LIMIT, XYZ_ATTR
+from wplus.webui.options import OPTIONS, XYZ_ATTR, Option, edit_option
 from wplus.webui.settings import ExtensionSettings
 
 PREFIX = "[W+] "
-EXT_MODELS = Path(__file__).resolve().parents[1] / "models"
+AXIS_TYPES = {"float": float, "int": int, "text": str}
 
 
 def _settings() -> ExtensionSettings:
-    return ExtensionSettings.from_getter(lambda key, default: getattr(shared.opts, key, default), EXT_MODELS)
+    return ExtensionSettings.from_opts(shared.opts)
 
 
 def find_xyz_module():
@@ -37,16 +37,21 @@ def _setter(key: str):
     return apply
 
 
-def _confirm_range(lo: float, hi: float, label: str):
+def _confirm(option: Option):
+    """xyz_grid shows a RuntimeError's message before it runs a cell: the option's own error."""
     def confirm(p, xs):
         for x in xs:
-            if not lo <= float(x) <= hi:
-                raise RuntimeError(f"{PREFIX}{label}: {x} is outside {lo:g}..{hi:g}")
+            try:
+                option.check(x)
+            except WPlusError as e:
+                raise RuntimeError(f"{PREFIX}{option.xyz_label}: {e}") from e
+        if option.name == "identity":
+            _confirm_identity(xs)
 
     return confirm
 
 
-def _confirm_identity(p, xs):
+def _confirm_identity(xs) -> None:
     known = set(catalog.list_identities(_settings().models_dir))
     missing = [x for x in xs if x not in known]
     if missing:
@@ -54,21 +59,23 @@ def _confirm_identity(p, xs):
                            "(save one from the W+ panel first)")
 
 
+def _choices(name: str):
+    if name == "identity":
+        return lambda: catalog.list_identities(_settings().models_dir)
+    if name == "adapter":
+        return lambda: catalog.list_adapters(_settings().adapter_dirs())
+    return None
+
+
 def axis_options(xyz) -> list:
-    settings = _settings()
-    adapter_dirs = catalog.adapter_dirs(settings.models_dir, [EXT_MODELS])
-    opts = [
-        xyz.AxisOption(f"{PREFIX}Identity strength (λ)", float, _setter("scale"),
-                       confirm=_confirm_range(0.0, SCALE_LIMIT, "Identity strength")),
-        xyz.AxisOption(f"{PREFIX}Start at step (%)", float, _setter("start"),
-                       confirm=_confirm_range(0.0, 100.0, "Start at step (%)")),
-        xyz.AxisOption(f"{PREFIX}Identity", str, _setter("identity"), confirm=_confirm_identity,
-                       choices=lambda: catalog.list_identities(_settings().models_dir)),
-        xyz.AxisOption(f"{PREFIX}Adapter", str, _setter("adapter"),
-                       choices=lambda: catalog.list_adapters(adapter_dirs)),
-    ]
-    for info in catalog.direction_catalog(settings.models_dir):
-        opts.append(xyz.AxisOption(f"{PREFIX}Edit {info.label}", float, _setter(f"edit:{info.name}")))
+    opts = []
+    for option in OPTIONS:
+        if option.xyz_label:
+            opts.append(xyz.AxisOption(PREFIX + option.xyz_label, AXIS_TYPES[option.kind], _setter(option.name),
+                                       confirm=_confirm(option), choices=_choices(option.name)))
+    for info in catalog.direction_catalog(_settings().models_dir):
+        option = edit_option(info.name, info.minimum, info.maximum, label=info.axis_label)
+        opts.append(xyz.AxisOption(PREFIX + option.xyz_label, float, _setter(option.name), confirm=_confirm(option)))
     return opts
 
 

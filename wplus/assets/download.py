@@ -24,10 +24,21 @@ Opener = Callable[..., object]  # urllib.request.urlopen-like: opener(request, t
 TIMEOUT_S = 30.0
 
 
+OFFLINE_VARIABLES = ("WPLUS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def offline_variable() -> str:
+    """The variable that disables downloads, as set ("HF_HUB_OFFLINE=1"), or "" when none is."""
+    for name in OFFLINE_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.lower() in ("1", "true", "yes"):
+            return f"{name}={value}"
+    return ""
+
+
 def downloads_disabled() -> bool:
     """`WPLUS_OFFLINE=1` (or HF_HUB_OFFLINE=1, which WebUI users already set) disables downloads."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes")
-               for v in ("WPLUS_OFFLINE", "HF_HUB_OFFLINE"))
+    return bool(offline_variable())
 
 
 def find_existing(entry: ModelFile, models_dir: str | os.PathLike,
@@ -75,7 +86,10 @@ def ensure_file(
         check_hash(entry, existing)
         return existing
     if not allow_download or downloads_disabled():
-        raise MissingWeightsError(missing_message(entry, models_dir, "automatic download is disabled"))
+        variable = offline_variable()
+        reason = f"automatic download is disabled by the environment variable {variable}" if variable else \
+            "automatic download is disabled"
+        raise MissingWeightsError(missing_message(entry, models_dir, reason))
     return download(entry, models_dir, progress=progress, callback=callback, opener=opener)
 
 

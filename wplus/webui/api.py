@@ -18,47 +18,54 @@ import binascii
 import io
 from typing import Any, Mapping
 
-from wplus.errors import ImageInputError, WPlusError
-from wplus.webui.options import MIX_MODES, SCALE_LIMIT, SOURCES, PanelArgs
+from wplus.errors import ImageInputError
+from wplus.webui.options import (EDITS, OPTION, OPTIONS, MixMode, OptionError, PanelArgs, Source,
+                                 check_edits)
 
-KEYS = {"enabled", "reference", "identity", "seed", "face_index", "scale", "lambda", "start", "edits",
-        "mix_with", "mix", "adapter"}
-SOURCE_KEYS = ("reference", "identity", "seed")
+# the dict's keys: every option's top-level API key and alias ("mix_with.seed" lives inside "mix_with")
+KEYS = {k for o in (*OPTIONS, EDITS) if o.api_key for k in (o.api_key, *o.api_aliases) if "." not in k}
+SOURCE_KEYS = ("reference", "identity", "seed")  # one of them selects the source
+_SOURCE_OF = {"reference": Source.PHOTO, "identity": Source.SAVED, "seed": Source.SEED}
 MAX_BASE64_CHARS = 64 * 1024 * 1024
 
-
-class ApiArgsError(WPlusError):
-    """The W+ Adapter entry of `alwayson_scripts` is malformed; the message says which key."""
+ApiArgsError = OptionError  # the API's errors are the options' errors (one message for every entry point)
 
 
 def is_api_dict(first_arg: Any) -> bool:
     return isinstance(first_arg, Mapping)
 
 
-def parse(obj: Mapping[str, Any]) -> PanelArgs:
-    """Validate the documented dict and turn it into panel values (enabled unless it says not)."""
+def parse(obj: Mapping[str, Any], limits: Mapping[str, tuple[float, float]] | None = None) -> PanelArgs:
+    """Validate the documented dict and turn it into panel values (enabled unless it says not);
+    `limits`: the edit directions' ranges, where the caller knows them."""
     unknown = sorted(set(obj) - KEYS)
     if unknown:
         raise ApiArgsError(f"W+ Adapter API: unknown key(s) {unknown}; allowed: {sorted(KEYS)}")
-    args = PanelArgs(enabled=_bool(obj.get("enabled", True), "enabled"))
+    args = PanelArgs(enabled=OPTION["enabled"].check(obj.get("enabled", True)))
     args.source, args.reference, args.identity, args.seed = _source(obj, "")
-    args.face_index = _int(obj.get("face_index", -1), "face_index", lo=-1)
-    if "scale" in obj and "lambda" in obj:
-        raise ApiArgsError("W+ Adapter API: give 'scale' or its alias 'lambda', not both")
-    args.scale = _float(obj.get("scale", obj.get("lambda", args.scale)), "scale", 0.0, SCALE_LIMIT)
-    args.start = _float(obj.get("start", args.start), "start", 0.0, 100.0)
-    args.edits = _edits(obj.get("edits", {}))
+    for name in ("face_index", "start", "adapter"):
+        if name in obj:
+            setattr(args, name, OPTION[name].check(obj[name]))
+    scale = OPTION["scale"]
+    given = [k for k in (scale.api_key, *scale.api_aliases) if k in obj]
+    if len(given) > 1:
+        raise ApiArgsError(f"W+ Adapter API: give 'scale' or its alias 'lambda', not both")
+    if given:
+        args.scale = scale.check(obj[given[0]])
+    edits = obj.get("edits", {})
+    if not isinstance(edits, Mapping):
+        raise ApiArgsError("W+ Adapter API: 'edits' must be a dict {direction name: strength}")
+    args.edits = check_edits(edits, limits)
     if "mix_with" in obj:
         if not isinstance(obj["mix_with"], Mapping):
             raise ApiArgsError("W+ Adapter API: 'mix_with' must be a dict with 'reference', 'identity' or 'seed'")
+        unknown = sorted(set(obj["mix_with"]) - set(SOURCE_KEYS))
+        if unknown:
+            raise ApiArgsError(f"W+ Adapter API: unknown key(s) {unknown} in 'mix_with'; allowed: {list(SOURCE_KEYS)}")
         args.source2, args.reference2, args.identity2, args.seed2 = _source(obj["mix_with"], "mix_with.")
-        _mix(obj.get("mix", 0.5), args)
+        _mix(obj.get("mix", OPTION["mix"].default), args)
     elif "mix" in obj:
         raise ApiArgsError("W+ Adapter API: 'mix' needs 'mix_with' (the second identity)")
-    adapter = obj.get("adapter", "")
-    if not isinstance(adapter, str):
-        raise ApiArgsError("W+ Adapter API: 'adapter' must be a file name (string)")
-    args.adapter = adapter
     return args
 
 
@@ -93,60 +100,35 @@ def decode_image(value: Any):
     raise ImageInputError(f"W+ reference: expected an image or base64 string, got {type(value).__name__}")
 
 
-def _source(obj: Mapping[str, Any], prefix: str) -> tuple[str, Any, str, int]:
+def _source(obj: Mapping[str, Any], prefix: str) -> tuple[Source, Any, str, int]:
     given = [k for k in SOURCE_KEYS if obj.get(k) not in (None, "")]
     if len(given) > 1:
         raise ApiArgsError(f"W+ Adapter API: give only one of {[prefix + k for k in SOURCE_KEYS]}; got {given}")
     if not given:
         if prefix:
             raise ApiArgsError(f"W+ Adapter API: '{prefix[:-1]}' needs one of {list(SOURCE_KEYS)}")
-        return SOURCES[0], None, "", 0
+        return Source.PHOTO, None, "", 0
     key = given[0]
-    if key == "reference":
-        if not isinstance(obj[key], str):
-            raise ApiArgsError(f"W+ Adapter API: '{prefix}reference' must be a base64 string")
-        return SOURCES[0], obj[key], "", 0
-    if key == "identity":
-        if not isinstance(obj[key], str):
-            raise ApiArgsError(f"W+ Adapter API: '{prefix}identity' must be a saved identity's name")
-        return SOURCES[1], None, obj[key], 0
-    return SOURCES[2], None, "", _int(obj[key], prefix + "seed", lo=0)
+    option = OPTION[key + ("2" if prefix else "")]
+    value = obj[key] if key != "reference" else _reference(obj[key], option)
+    value = option.check(value)
+    out = {"reference": None, "identity": "", "seed": 0, key: value}
+    return _SOURCE_OF[key], out["reference"], out["identity"], out["seed"]
+
+
+def _reference(value: Any, option) -> Any:
+    if not isinstance(value, str):
+        raise option.error(f"must be {option.what}")
+    return value
 
 
 def _mix(value: Any, args: PanelArgs) -> None:
     if isinstance(value, (list, tuple)):
         if len(value) != 3:
             raise ApiArgsError("W+ Adapter API: 'mix' as a list needs 3 weights [coarse, middle, fine]")
-        args.mix_mode = MIX_MODES[1]
-        args.mix_coarse, args.mix_middle, args.mix_fine = (_float(v, "mix", 0.0, 1.0) for v in value)
+        args.mix_mode = MixMode.PER_GROUP
+        args.mix_coarse, args.mix_middle, args.mix_fine = (OPTION[n].check(v) for n, v in
+                                                           zip(("mix_coarse", "mix_middle", "mix_fine"), value))
     else:
-        args.mix_mode = MIX_MODES[0]
-        args.mix = _float(value, "mix", 0.0, 1.0)
-
-
-def _edits(value: Any) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        raise ApiArgsError("W+ Adapter API: 'edits' must be a dict {direction name: strength}")
-    return {str(k): _float(v, f"edits.{k}", -100.0, 100.0) for k, v in value.items()}
-
-
-def _bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ApiArgsError(f"W+ Adapter API: '{key}' must be true or false")
-
-
-def _float(value: Any, key: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiArgsError(f"W+ Adapter API: '{key}' must be a number")
-    if not lo <= float(value) <= hi:
-        raise ApiArgsError(f"W+ Adapter API: '{key}' must be between {lo:g} and {hi:g}; got {value}")
-    return float(value)
-
-
-def _int(value: Any, key: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise ApiArgsError(f"W+ Adapter API: '{key}' must be an integer")
-    if int(value) < lo:
-        raise ApiArgsError(f"W+ Adapter API: '{key}' must be >= {lo}; got {value}")
-    return int(value)
+        args.mix_mode = MixMode.GLOBAL
+        args.mix = OPTION["mix"].check(value)

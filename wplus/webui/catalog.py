@@ -8,7 +8,7 @@ and after the first download; GANSpace sliders appear once their table is on dis
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -16,17 +16,83 @@ ADAPTER_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
 DEFAULT_ADAPTER = "wplus_adapter.bin"
 
 
+FIRST_SCREEN = ("smile", "age", "gender", "glasses")  # the edits shown without opening an accordion
+NUM_LAYERS = 18
+SOURCE_LABELS = {"interfacegan": "InterFaceGAN", "latent": "latent", "ganspace": "GANSpace", "user": "your file"}
+_READABLE = {  # upstream file names that do not read as labels
+    "emotion_angry": "Angry", "emotion_disgust": "Disgusted", "emotion_easy": "Calm", "emotion_fear": "Fearful",
+    "emotion_happy": "Happy", "emotion_sad": "Sad", "emotion_surprise": "Surprised", "eyes_open": "Eyes open",
+    "angle_horizontal": "Head turn (left/right)", "angle_pitch": "Head tilt (up/down)",
+    "race_black": "Ethnicity: black", "race_white": "Ethnicity: white", "race_yellow": "Ethnicity: east asian",
+    "width": "Face width", "height": "Face height", "light_lr": "Light left/right",
+}
+
+
 @dataclass(frozen=True)
 class DirectionInfo:
-    name: str
+    name: str  # what the API, the infotext and X/Y/Z call it (e.g. "smile", "latent/smile")
     group: str
     minimum: float
     maximum: float
     step: float
+    source: str = ""  # "interfacegan", "latent", "ganspace", "user"
+    stem: str = ""  # the attribute (file name or GANSpace row) without its source
+    layers: tuple[int, int] = (0, NUM_LAYERS)  # the W+ layers it edits, [first, end)
+    advanced: bool = False  # another source offers the same attribute with the default slider
+
+    @property
+    def axis_label(self) -> str:
+        """The X/Y/Z axis' name for it (the direction's name as typed)."""
+        return self.name.replace("_", " ")
 
     @property
     def label(self) -> str:
-        return self.name.replace("_", " ")
+        text = readable(self.stem or self.name)
+        return f"{text} ({SOURCE_LABELS.get(self.source, self.source)})" if self.advanced else text
+
+    @property
+    def hint(self) -> str:
+        first, end = self.layers
+        layers = "all 18 W+ layers" if (first, end) == (0, NUM_LAYERS) else f"W+ layers {first}-{end - 1} of 0-17"
+        source = SOURCE_LABELS.get(self.source, self.source) or "edit"
+        return (f"{readable(self.stem or self.name)}: the {source} direction '{self.name}', editing {layers}. "
+                f"0 = no edit; the scene stays the same, only the face changes. Double-click to reset.")
+
+
+def readable(stem: str) -> str:
+    """A label for an upstream direction name: "emotion_easy" -> "Calm", "big_smile" -> "Big smile"."""
+    stem = stem.rsplit("/", 1)[-1]
+    text = _READABLE.get(stem) or stem.replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+def group_label(group: str) -> str:
+    return group[:1].upper() + group[1:]
+
+
+def _mark_advanced(infos: list[DirectionInfo]) -> list[DirectionInfo]:
+    """Where several sources offer one attribute, the one with the plain name is the default slider."""
+    plain = {d.stem for d in infos if d.name == d.stem}
+    return [replace(d, advanced=d.name != d.stem and d.stem in plain) for d in infos]
+
+
+def _vector_layers(direction) -> tuple[int, int]:
+    layers = getattr(direction, "layers", (0, NUM_LAYERS))
+    vector = getattr(direction, "vector", None)
+    if vector is not None and vector.dim() == 2 and vector.shape[0] == NUM_LAYERS:
+        rows = vector.abs().sum(dim=1).nonzero().flatten().tolist()
+        if rows:
+            return int(rows[0]), int(rows[-1]) + 1
+    return tuple(layers)
+
+
+@dataclass(frozen=True)
+class AdapterChoices:
+    """The adapter dropdown: file names, the one to select, and a note when it is not on disk."""
+
+    names: list[str]
+    value: str
+    info: str = ""
 
 
 def adapter_dirs(models_dir: Path, extra: Iterable[Path] = ()) -> list[Path]:
@@ -43,6 +109,20 @@ def list_adapters(dirs: Iterable[Path]) -> list[str]:
             names.update(p.name for p in Path(d).iterdir()
                          if p.is_file() and p.suffix.lower() in ADAPTER_SUFFIXES and _looks_like_adapter(p))
     return sorted(names, key=lambda n: (n != DEFAULT_ADAPTER, n.lower()))
+
+
+def adapter_choices(dirs: Iterable[Path], current: str = "", missing_note: str = "") -> AdapterChoices:
+    """Keep `current` when it is listed; else the default adapter when it is on disk, else a file
+    that is; else the default, with `missing_note` saying what happens to it on first use."""
+    dirs = list(dirs)
+    names = list_adapters(dirs)
+    if current and current in names:
+        value = current
+    else:
+        present = [n for n in names if find_adapter(n, dirs) is not None]
+        value = DEFAULT_ADAPTER if DEFAULT_ADAPTER in present or not present else present[0]
+    missing = value == DEFAULT_ADAPTER and find_adapter(value, dirs) is None
+    return AdapterChoices(names, value, f"{DEFAULT_ADAPTER}: {missing_note}" if missing and missing_note else "")
 
 
 def find_adapter(name: str, dirs: Iterable[Path]) -> Path | None:
@@ -80,7 +160,8 @@ def direction_catalog(models_dir: Path) -> list[DirectionInfo]:
     try:
         if official.is_dir():
             lib = DirectionLibrary.from_folders(official, user)
-            return [DirectionInfo(d.name, d.group, d.minimum, d.maximum, d.step) for d in lib.list()]
+            return _mark_advanced([DirectionInfo(d.name, d.group, d.minimum, d.maximum, d.step, d.source,
+                                                 d.key.split("/", 1)[-1], _vector_layers(d)) for d in lib.list()])
     except Exception:  # a broken folder must not break the WebUI's start-up; generation reports it
         pass
     return _registry_catalog()
@@ -103,6 +184,6 @@ def _registry_catalog() -> list[DirectionInfo]:
     for source, stem in sorted(found, key=lambda f: (rank[f[0]], f[1])):
         name = stem if stem not in taken else f"{source}/{stem}"
         taken.add(name)
-        out.append(DirectionInfo(name, GROUP_OF.get(stem, "other"), -5.0, 5.0, 0.1))
+        out.append(DirectionInfo(name, GROUP_OF.get(stem, "other"), -5.0, 5.0, 0.1, source, stem))
     order = {g: i for i, g in enumerate(GROUPS)}
-    return sorted(out, key=lambda d: (order.get(d.group, len(GROUPS)), d.name))
+    return _mark_advanced(sorted(out, key=lambda d: (order.get(d.group, len(GROUPS)), d.name)))

@@ -6,24 +6,25 @@ spaces, '-' and '/' in keys, so a "W+ ..." key would not survive pasting back. V
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from wplus.stylegan import edit_text
 from wplus.stylegan.edit_text import format_edits
-from wplus.webui.options import MIX_MODES, SOURCES, SOURCES2, PanelArgs
+from wplus.webui.options import (EDITS, INFOTEXT_KEYS, INFOTEXT_PREFIX, OPTION, RECORDED_KEYS, MixMode, PanelArgs,
+                                 Source, check_edits)
 
-PREFIX = "Wplus"
-K_IDENTITY = f"{PREFIX} identity"
-K_IDENTITY_HASH = f"{PREFIX} identity hash"
-K_FACE = f"{PREFIX} face"
-K_LAMBDA = f"{PREFIX} lambda"
-K_START = f"{PREFIX} start"
-K_EDITS = f"{PREFIX} edits"
-K_MIX = f"{PREFIX} mix"
-K_ADAPTER = f"{PREFIX} adapter"
-K_ADAPTER_HASH = f"{PREFIX} adapter hash"
-ALL_KEYS = (K_IDENTITY, K_IDENTITY_HASH, K_FACE, K_LAMBDA, K_START, K_EDITS, K_MIX, K_ADAPTER, K_ADAPTER_HASH)
+PREFIX = INFOTEXT_PREFIX
+K_IDENTITY = OPTION["source"].infotext_key
+K_IDENTITY_HASH, K_ADAPTER_HASH = RECORDED_KEYS
+K_FACE = OPTION["face_index"].infotext_key
+K_LAMBDA = OPTION["scale"].infotext_key
+K_START = OPTION["start"].infotext_key
+K_EDITS = EDITS.infotext_key
+K_MIX = OPTION["source2"].infotext_key
+K_ADAPTER = OPTION["adapter"].infotext_key
+ALL_KEYS = INFOTEXT_KEYS
 
 PHOTO_LABEL = "photo"
 SEED_LABEL = "seed"
@@ -46,9 +47,9 @@ class GenerationInfo:
 
 
 def source_label(source: str, identity: str, seed: int) -> str:
-    if source == SOURCES[1]:
+    if source == Source.SAVED:
         return identity
-    if source == SOURCES[2]:
+    if source == Source.SEED:
         return f"{SEED_LABEL} {int(seed)}"
     return PHOTO_LABEL
 
@@ -97,8 +98,10 @@ def has_wplus(params_: Mapping[str, Any]) -> bool:
     return K_LAMBDA in params_ or K_IDENTITY in params_
 
 
-def panel_from_params(p: Mapping[str, Any], direction_names: Sequence[str]) -> PanelArgs | None:
-    """Panel values restoring a pasted infotext; None when it has no W+ parameters.
+def panel_from_params(p: Mapping[str, Any], direction_names: Sequence[str],
+                      limits: Mapping[str, tuple[float, float]] | None = None) -> PanelArgs | None:
+    """Panel values restoring a pasted infotext; None when it has no W+ parameters. Every value is
+    checked like the other entry points' (OptionError names the option).
 
     A reference photo cannot be restored from text: the source stays "Photo" and the image field is
     left as it is (`reference` None means "unchanged").
@@ -106,50 +109,57 @@ def panel_from_params(p: Mapping[str, Any], direction_names: Sequence[str]) -> P
     if not has_wplus(p):
         return None
     args = PanelArgs(enabled=True)
-    args.source, args.identity, args.seed = _parse_label(str(p.get(K_IDENTITY, PHOTO_LABEL)))
-    args.face_index = _to_int(p.get(K_FACE), -1)
-    args.scale = _to_float(p.get(K_LAMBDA), args.scale)
-    args.start = _to_float(p.get(K_START), args.start)
-    edits = parse_edits(p.get(K_EDITS, ""))
+    args.source, args.identity, args.seed = _parse_label(str(p.get(K_IDENTITY, PHOTO_LABEL)), "")
+    for name in ("face_index", "scale", "start", "adapter"):
+        option = OPTION[name]
+        if option.infotext_key in p:
+            setattr(args, name, option.from_text(p[option.infotext_key]))
+    edits = check_edits(parse_edits(p.get(K_EDITS, "")), limits)
     args.edits = {n: edits.get(n, 0.0) for n in direction_names}
     args.edits.update({k: v for k, v in edits.items() if k not in args.edits})
     mix = parse_mix(p.get(K_MIX, "")) if K_MIX in p else None
+    if K_MIX in p and mix is None:
+        raise OPTION["source2"].error(f"in the infotext must look like 'name@weight' or 'name@c/m/f'; got {p[K_MIX]!r}")
     if mix is None:
-        args.source2 = SOURCES2[0]
+        args.source2 = Source.NONE
     else:
         label, weights = mix
-        args.source2, args.identity2, args.seed2 = _parse_label(label)
+        args.source2, args.identity2, args.seed2 = _parse_label(label, "2")
         if isinstance(weights, tuple):
-            args.mix_mode = MIX_MODES[1]
-            args.mix_coarse, args.mix_middle, args.mix_fine = weights
+            args.mix_mode = MixMode.PER_GROUP
+            args.mix_coarse, args.mix_middle, args.mix_fine = (OPTION[n].check(w) for n, w in
+                                                               zip(("mix_coarse", "mix_middle", "mix_fine"), weights))
         else:
-            args.mix_mode, args.mix = MIX_MODES[0], weights
-    args.adapter = str(p.get(K_ADAPTER, ""))
+            args.mix_mode, args.mix = MixMode.GLOBAL, OPTION["mix"].check(weights)
     return args
 
 
-def _parse_label(label: str) -> tuple[str, str, int]:
+def _parse_label(label: str, suffix: str) -> tuple[Source, str, int]:
     label = label.strip()
     if label == PHOTO_LABEL:
-        return SOURCES[0], "", 0
+        return Source.PHOTO, "", 0
     if label.startswith(SEED_LABEL + " ") and label[len(SEED_LABEL) + 1:].strip().isdigit():
-        return SOURCES[2], "", int(label[len(SEED_LABEL) + 1:])
-    return SOURCES[1], label, 0
+        return Source.SEED, "", OPTION["seed" + suffix].from_text(label[len(SEED_LABEL) + 1:])
+    return Source.SAVED, OPTION["identity" + suffix].check(label), 0
 
 
 def _num(x: float) -> str:
     return f"{float(x):g}"
 
 
-def _to_float(value: Any, default: float) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
+
+_QUOTED_PATH = re.compile(r"""(['"])((?:[A-Za-z]:[\\/]|~?/)[^'"]*)\1""")
+_BARE_PATH = re.compile(r"""(?<![\w:/.~\\-])(?:[A-Za-z]:[\\/]|~?/)[^\s'"(),;]*""")
 
 
-def _to_int(value: Any, default: int) -> int:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return default
+def without_local_paths(text: str) -> str:
+    """`text` for an image's metadata: each absolute local path cut to its last part (a file's name,
+    or a folder's name with its trailing separator), so the user's directory layout stays private.
+    URLs are left alone."""
+    def last_part(path: str) -> str:
+        trail = path[-1] if path[-1:] in ("/", "\\") and len(path) > 1 else ""
+        parts = [p for p in re.split(r"[\\/]", path) if p and not re.fullmatch(r"[A-Za-z]:|~", p)]
+        return (parts[-1] if parts else "") + trail
+
+    text = _QUOTED_PATH.sub(lambda m: m.group(1) + last_part(m.group(2)) + m.group(1), text)
+    return _BARE_PATH.sub(lambda m: last_part(m.group(0)), text)

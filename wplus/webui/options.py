@@ -1,58 +1,240 @@
-"""The W+ panel's values as one dataclass, in the order the WebUI passes them to the script.
+"""Every W+ panel option, defined once: the schema the panel, the API dict, the infotext, the X/Y/Z
+axes, the positional script args and the JavaScript hints/reset values are all built from.
 
 The WebUI hands an always-visible script the values of the components its `ui()` returned, in
-that order, as positional args (also to the API, which fills them positionally). The order is
-defined once here: the fixed fields, then one strength per edit direction.
+that order, as positional args (also to the API, which fills them positionally). That order is
+`OPTIONS`' order: the fixed fields, then one strength per edit direction. Each `Option` holds its
+type, default, limits (checked the same way for every entry point by `Option.check`), UI label,
+slider range and hint, API key and aliases, infotext key and X/Y/Z axis label.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Sequence
+import math
+from dataclasses import dataclass, field, make_dataclass
+from enum import Enum
+from typing import Any, Mapping, Sequence
 
-SOURCES = ("Photo", "Saved identity", "Random (seed)")
-SOURCES2 = ("None",) + SOURCES
-MIX_MODES = ("Global", "Per layer group")
-SCALE_RANGE = (0.0, 2.0)
-SCALE_LIMIT = 4.0  # the API and X/Y/Z may go past the slider
-DEFAULT_SCALE = 1.0
-DEFAULT_START = 20.0  # percent of sampling steps
+from wplus.errors import WPlusError
 
 
-@dataclass
-class PanelArgs:
-    enabled: bool = False
-    source: str = SOURCES[0]
-    reference: Any = None
-    identity: str = ""
-    face_index: int = -1  # -1: the largest face; 0.. faces left to right
-    seed: int = 0
-    source2: str = "None"
-    reference2: Any = None
-    identity2: str = ""
-    seed2: int = 0
-    mix_mode: str = MIX_MODES[0]
-    mix: float = 0.5
-    mix_coarse: float = 0.5
-    mix_middle: float = 0.5
-    mix_fine: float = 0.5
-    scale: float = DEFAULT_SCALE
-    start: float = DEFAULT_START
-    adapter: str = ""  # adapter file name; "" = the default adapter
-    edits: dict[str, float] = field(default_factory=dict)
+class Source(str, Enum):
+    """Where an identity comes from (the str value is what the panel shows and the API sends)."""
 
-    def mix_weights(self) -> float | tuple[float, float, float]:
-        """Weight of the second identity: one number, or (coarse, middle, fine)."""
-        if self.mix_mode == MIX_MODES[1]:
-            return (self.mix_coarse, self.mix_middle, self.mix_fine)
-        return self.mix
+    NONE = "None"  # second identity only: no mixing
+    PHOTO = "Photo"
+    SAVED = "Saved identity"
+    SEED = "Random (seed)"
 
-    def active_edits(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.edits.items() if v}
+    def __str__(self) -> str:
+        return self.value
 
 
-FIXED_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PanelArgs) if f.name != "edits")
-_INT_FIELDS = {"face_index", "seed", "seed2"}
-_FLOAT_FIELDS = {"mix", "mix_coarse", "mix_middle", "mix_fine", "scale", "start"}
+class MixMode(str, Enum):
+    GLOBAL = "Global"
+    PER_GROUP = "Per layer group"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SOURCES = (Source.PHOTO, Source.SAVED, Source.SEED)
+SOURCES2 = (Source.NONE,) + SOURCES
+MIX_MODES = tuple(MixMode)
+
+
+class OptionError(WPlusError, ValueError):
+    """A value of the wrong type or outside its option's limits; the same message whichever entry
+    point (panel values, API dict, pasted infotext, X/Y/Z axis) it came from."""
+
+
+_WHAT = {"bool": "true or false", "int": "an integer", "float": "a number", "text": "a string"}
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # field of PanelArgs (edit directions: "edit:<direction>")
+    kind: str  # "bool", "int", "float", "choice", "text", "image"
+    default: Any
+    label: str = ""  # the panel's label (the accordion says "W+ Adapter" once)
+    hint: str = ""  # hover text (served to javascript/wplus.js)
+    minimum: float | None = None  # limits for every entry point
+    maximum: float | None = None
+    slider: tuple[float, float] | None = None  # the slider's range when narrower than the limits
+    step: float | None = None
+    choices: tuple = ()
+    api_key: str | None = None  # key in the API dict ("mix_with.seed": inside "mix_with")
+    api_aliases: tuple[str, ...] = ()
+    what: str = ""  # what a valid value is, for the type error ("a file name (string)")
+    infotext_key: str | None = None
+    xyz_label: str | None = None  # "[W+] <label>" axis in the X/Y/Z plot
+    resettable: bool = False  # double-click on the slider's label resets it to the default
+
+    @property
+    def key(self) -> str:
+        """The name every error message uses (the API's key where there is one)."""
+        return self.api_key or self.name
+
+    @property
+    def ui_range(self) -> tuple[float, float]:
+        return self.slider or (self.minimum, self.maximum)
+
+    @property
+    def reset(self) -> Any:
+        """The JavaScript's double-click reset value (None: not resettable)."""
+        return self.default if self.resettable else None
+
+    def check(self, value: Any) -> Any:
+        """`value` as this option's type, or OptionError (the one validation for every entry point)."""
+        if self.kind == "image":
+            return value
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise self.error(f"must be {self.what or _WHAT['bool']}")
+        if self.kind == "choice":
+            for choice in self.choices:
+                if value == choice:
+                    return choice
+            raise self.error(f"must be one of {[str(c) for c in self.choices]}; got {value!r}")
+        if self.kind == "text":
+            if isinstance(value, str):
+                return value
+            raise self.error(f"must be {self.what or _WHAT['text']}")
+        number = self._number(value)
+        lo, hi = self.minimum, self.maximum
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            limits = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
+                f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+            raise self.error(f"must be {limits}; {value!r} is outside that range")
+        return number
+
+    def _number(self, value: Any) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(f"must be {self.what or _WHAT[self.kind]}")
+        if not math.isfinite(value):
+            raise self.error(f"must be a finite number; got {value!r}")
+        if self.kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise self.error(f"must be {_WHAT['int']}")
+            return int(value)
+        return float(value)
+
+    def from_text(self, text: Any) -> Any:
+        """An infotext value (text) checked like any other entry point's."""
+        if self.kind in ("int", "float"):
+            try:
+                value: Any = float(str(text).strip())
+            except ValueError:
+                raise self.error(f"must be {_WHAT[self.kind]}; got {text!r}") from None
+            return self.check(int(value) if self.kind == "int" and value.is_integer() else value)
+        return self.check(str(text))
+
+    def error(self, problem: str) -> OptionError:
+        return OptionError(f"W+ Adapter: '{self.key}' {problem}")
+
+
+_MIX_HINT = "Second identity's weight on {}: 0 = first identity only, 1 = second only. Double-click to reset."
+
+OPTIONS: tuple[Option, ...] = (
+    Option("enabled", "bool", False, label="Enable W+ Adapter", api_key="enabled",
+           hint="Turn the W+ identity branch on. Off: generation is exactly as without the extension."),
+    Option("source", "choice", Source.PHOTO, label="Identity source", choices=SOURCES, infotext_key="Wplus identity",
+           hint="Where the identity comes from: a reference photo, an identity saved earlier, or a new fictional "
+                "person from a seed."),
+    Option("reference", "image", None, label="Reference photo", api_key="reference",
+           what="a base64 string",
+           hint="A photo of the person. The face is detected, aligned like FFHQ, its background removed, then "
+                "encoded by e4e into StyleGAN's W+ space."),
+    Option("identity", "text", "", label="Saved identity", api_key="identity", what="a saved identity's name",
+           xyz_label="Identity",
+           hint="An identity saved from this panel (models/identities). Also accepts the paper's N.pth W+ files."),
+    Option("face_index", "int", -1, label="Face index", minimum=-1, step=1, api_key="face_index",
+           infotext_key="Wplus face",
+           hint="Which face to use when the photo has several: -1 = the largest, 0 = leftmost, 1 = next to the "
+                "right..."),
+    Option("seed", "int", 0, label="Identity seed", minimum=0, api_key="seed",
+           hint="Seed of a fictional identity drawn from StyleGAN's mapping network."),
+    Option("source2", "choice", Source.NONE, label="Second identity", choices=SOURCES2, api_key="mix_with",
+           infotext_key="Wplus mix", hint="Optionally blend in a second identity."),
+    Option("reference2", "image", None, label="Second photo", api_key="mix_with.reference", what="a base64 string",
+           hint="Photo of the second identity (its largest face)."),
+    Option("identity2", "text", "", label="Second saved identity", api_key="mix_with.identity",
+           what="a saved identity's name", hint="Saved second identity."),
+    Option("seed2", "int", 0, label="Second identity seed", minimum=0, api_key="mix_with.seed",
+           hint="Seed of a fictional second identity."),
+    Option("mix_mode", "choice", MixMode.GLOBAL, label="Mix mode", choices=MIX_MODES,
+           hint="Global: one weight for the whole code. Per layer group: StyleGAN style mixing (coarse = pose and "
+                "face shape, middle = features, fine = colours and details)."),
+    Option("mix", "float", 0.5, label="Mix", minimum=0.0, maximum=1.0, step=0.05, api_key="mix", resettable=True,
+           hint=_MIX_HINT.format("the whole code")),
+    Option("mix_coarse", "float", 0.5, label="Mix coarse (pose, shape)", minimum=0.0, maximum=1.0, step=0.05,
+           api_key="mix", resettable=True, hint=_MIX_HINT.format("coarse layers 0-3 (pose, face shape)")),
+    Option("mix_middle", "float", 0.5, label="Mix middle (features)", minimum=0.0, maximum=1.0, step=0.05,
+           api_key="mix", resettable=True, hint=_MIX_HINT.format("middle layers 4-7 (facial features)")),
+    Option("mix_fine", "float", 0.5, label="Mix fine (colours, details)", minimum=0.0, maximum=1.0, step=0.05,
+           api_key="mix", resettable=True, hint=_MIX_HINT.format("fine layers 8-17 (colours, micro details)")),
+    Option("scale", "float", 1.0, label="Identity strength (λ)", minimum=0.0, maximum=4.0, slider=(0.0, 2.0),
+           step=0.05, api_key="scale", api_aliases=("lambda",), infotext_key="Wplus lambda",
+           xyz_label="Identity strength (λ)", resettable=True,
+           hint="λ: how strongly the identity is injected (0 = off, 1 = the paper's default). Lower it if the face "
+                "overrides the prompt's style. The API and X/Y/Z accept up to 4. Double-click to reset."),
+    Option("start", "float", 20.0, label="Start at step (%)", minimum=0.0, maximum=100.0, step=1, api_key="start",
+           infotext_key="Wplus start", xyz_label="Start at step (%)", resettable=True,
+           hint="Delayed subject conditioning: the branch is off while the step is at or before this percentage of "
+                "the steps, so the text lays out the scene first. Double-click to reset."),
+    Option("adapter", "text", "", label="Adapter file", api_key="adapter", what="a file name (string)",
+           infotext_key="Wplus adapter", xyz_label="Adapter",
+           hint="The W+ adapter weights (models folder). The default downloads on first use."),
+)
+OPTION: dict[str, Option] = {o.name: o for o in OPTIONS}
+FIXED_FIELDS: tuple[str, ...] = tuple(o.name for o in OPTIONS)
+
+EDITS = Option("edits", "float", 0.0, api_key="edits", infotext_key="Wplus edits", xyz_label="Edit {label}",
+               resettable=True, what="a number",
+               hint="Edit direction in StyleGAN's W+ space; 0 = no edit. The scene stays the same, only the face "
+                    "changes. Double-click to reset.")
+EDIT_LIMIT = 100.0  # strengths of directions the caller's catalog does not know (its own ranges apply otherwise)
+
+# infotext keys that record what a generation used rather than restore an option
+INFOTEXT_PREFIX = "Wplus"
+RECORDED_KEYS = ("Wplus identity hash", "Wplus adapter hash")
+WARNING_KEY = "Wplus warning"
+INFOTEXT_KEYS: tuple[str, ...] = tuple(o.infotext_key for o in (*OPTIONS, EDITS) if o.infotext_key) + RECORDED_KEYS
+
+
+def edit_option(name: str, minimum: float = -EDIT_LIMIT, maximum: float = EDIT_LIMIT, label: str = "",
+                hint: str = "") -> Option:
+    """The option of one edit direction's strength (its slider range is its limit everywhere)."""
+    return Option(f"edit:{name}", "float", EDITS.default, label=label or name, hint=hint or EDITS.hint,
+                  minimum=minimum, maximum=maximum, api_key=f"{EDITS.api_key}.{name}", resettable=True,
+                  xyz_label=EDITS.xyz_label.format(label=label or name))
+
+
+def check_edits(edits: Mapping[str, Any], limits: Mapping[str, tuple[float, float]] | None = None) -> dict[str, float]:
+    """Edit strengths checked against their direction's range (EDIT_LIMIT for unknown names)."""
+    limits = limits or {}
+    return {str(k): edit_option(str(k), *limits.get(str(k), (-EDIT_LIMIT, EDIT_LIMIT))).check(v)
+            for k, v in edits.items()}
+
+
+def _mix_weights(self) -> float | tuple[float, float, float]:
+    """Weight of the second identity: one number, or (coarse, middle, fine)."""
+    if self.mix_mode == MixMode.PER_GROUP:
+        return (self.mix_coarse, self.mix_middle, self.mix_fine)
+    return self.mix
+
+
+def _active_edits(self) -> dict[str, float]:
+    return {k: float(v) for k, v in self.edits.items() if v}
+
+
+PanelArgs = make_dataclass(
+    "PanelArgs",
+    [(o.name, Any, field(default=o.default)) for o in OPTIONS]
+    + [("edits", dict, field(default_factory=dict))],
+    namespace={"mix_weights": _mix_weights, "active_edits": _active_edits, "__module__": __name__,
+               "__doc__": "The panel's values, one field per option (in OPTIONS' order), then the edits."},
+)
 
 
 def to_values(args: PanelArgs, direction_names: Sequence[str]) -> list:
@@ -60,55 +242,37 @@ def to_values(args: PanelArgs, direction_names: Sequence[str]) -> list:
     return [getattr(args, name) for name in FIXED_FIELDS] + [float(args.edits.get(n, 0.0)) for n in direction_names]
 
 
-def from_values(values: Sequence[Any], direction_names: Sequence[str]) -> PanelArgs:
-    """Inverse of `to_values`; tolerates gradio's types (floats from Number, None for empty)."""
+def from_values(values: Sequence[Any], direction_names: Sequence[str],
+                limits: Mapping[str, tuple[float, float]] | None = None) -> PanelArgs:
+    """Inverse of `to_values`, every value checked (gradio hands back floats from Number fields,
+    None for an empty field: the option's default)."""
     values = list(values)
     n_fixed = len(FIXED_FIELDS)
     if len(values) < n_fixed:
-        raise ValueError(f"the W+ panel passes {n_fixed + len(direction_names)} values; got {len(values)}")
-    kwargs = {}
-    for name, value in zip(FIXED_FIELDS, values[:n_fixed]):
-        kwargs[name] = _coerce(name, value)
+        raise OptionError(f"W+ Adapter: the panel passes {n_fixed + len(direction_names)} values; got {len(values)}")
+    kwargs = {o.name: o.default if v is None else o.check(v) for o, v in zip(OPTIONS, values[:n_fixed])}
     strengths = values[n_fixed:n_fixed + len(direction_names)]
-    kwargs["edits"] = {n: float(v or 0.0) for n, v in zip(direction_names, strengths)}
+    kwargs["edits"] = check_edits({n: 0.0 if v is None else v for n, v in zip(direction_names, strengths)}, limits)
     return PanelArgs(**kwargs)
-
-
-def _coerce(name: str, value: Any) -> Any:
-    default = PanelArgs.__dataclass_fields__[name].default
-    if value is None:
-        return default
-    if name == "enabled":
-        return bool(value)
-    if name in _INT_FIELDS:
-        return int(float(value))
-    if name in _FLOAT_FIELDS:
-        return float(value)
-    if name in ("identity", "identity2", "adapter"):
-        return str(value or "")
-    return value
 
 
 XYZ_ATTR = "wplus_xyz"  # on the processing object: X/Y/Z axis values for this cell
 
 
-def apply_xyz(request: PanelArgs, overrides: dict | None) -> PanelArgs:
-    """X/Y/Z axis values (keys scale, start, identity, adapter, "edit:<name>") replace panel values
-    and enable the branch (an identity axis is a complete request on its own)."""
+def apply_xyz(request: PanelArgs, overrides: dict | None,
+              limits: Mapping[str, tuple[float, float]] | None = None) -> PanelArgs:
+    """X/Y/Z axis values (option names with an axis, or "edit:<name>") replace panel values and
+    enable the branch (an identity axis is a complete request on its own)."""
     if not overrides:
         return request
     request.enabled = True
     for key, value in overrides.items():
-        if key == "scale":
-            request.scale = float(value)
-        elif key == "start":
-            request.start = float(value)
-        elif key == "identity":
-            request.source, request.identity = SOURCES[1], str(value)
-        elif key == "adapter":
-            request.adapter = str(value)
-        elif key.startswith("edit:"):
-            request.edits = {**request.edits, key[5:]: float(value)}
+        if key.startswith("edit:"):
+            request.edits = {**request.edits, **check_edits({key[5:]: value}, limits)}
+        elif key in OPTION and OPTION[key].xyz_label:
+            setattr(request, key, OPTION[key].check(value))
+            if key == "identity":
+                request.source = Source.SAVED
         else:
-            raise ValueError(f"unknown W+ X/Y/Z override {key!r}")
+            raise OptionError(f"W+ Adapter: unknown X/Y/Z override {key!r}")
     return request

@@ -1,31 +1,45 @@
-"""The W+ panel (gradio 3.41, the WebUI's pin): built from plain data and callbacks so it stays
-testable without the WebUI; the script passes the WebUI's InputAccordion and ToolButton."""
+"""The W+ panel (gradio 3.41, the WebUI's pin), built from the option schema (`options.OPTIONS`)
+and plain data and callbacks so it stays testable without the WebUI; the script passes the
+WebUI's InputAccordion and ToolButton.
+
+First screen: identity source, the identity (photo and face index / saved identity / seed), λ,
+start and the most-used edits; the other edits, the second identity, the adapter file and the
+preview are in collapsed accordions. Hover hints and double-click reset values are served to
+javascript/wplus.js in a hidden element (`HINTS_ATTR`), from the same schema.
+"""
 from __future__ import annotations
 
+import html
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from wplus.webui.catalog import DirectionInfo
-from wplus.webui.options import (
-    DEFAULT_SCALE,
-    DEFAULT_START,
-    FIXED_FIELDS,
-    MIX_MODES,
-    SCALE_RANGE,
-    SOURCES,
-    SOURCES2,
-    PanelArgs,
-    from_values,
-)
+from wplus.errors import WPlusError
+from wplus.webui.catalog import FIRST_SCREEN, AdapterChoices, DirectionInfo, group_label
+from wplus.webui.options import OPTION, FIXED_FIELDS, MixMode, PanelArgs, Source, edit_option, from_values
 
 REFRESH_SYMBOL = "\U0001f504"  # 🔄
 RESET_SYMBOL = "\u21ba"  # ↺
+HINTS_ATTR = "data-wplus-controls"  # the hidden element javascript/wplus.js reads its table from
+TITLE = "W+ Adapter"
+
+# controls that are not options: element id suffix -> hover hint
+BUTTON_HINTS = {
+    "refresh_identities": "Re-read the saved identities folder.",
+    "refresh_adapters": "Re-read the models folder for adapter files.",
+    "reset_edits": "Set every edit slider back to 0 (no edit).",
+    "preview": "Show the aligned face and StyleGAN's rendering of the edited code, without running diffusion.",
+    "save_name": "Name for the identity file (models/identities/NAME.safetensors).",
+    "save": "Save the current identity (with its edits and mix baked in) for reuse, the API and X/Y/Z plots.",
+    "aligned": "The face as the encoder sees it: FFHQ-aligned, background whitened.",
+    "rendered": "StyleGAN's rendering of the W+ code after edits and mixing: a preview of the face that is injected.",
+}
 
 
 @dataclass
 class PanelCallbacks:
-    refresh_adapters: Callable[[], list[str]]
+    refresh_adapters: Callable[[str], AdapterChoices]  # the dropdown's state, keeping the current file if listed
     refresh_identities: Callable[[], list[str]]
     preview: Callable[[PanelArgs], tuple[Any, Any, str]]  # (aligned crop, rendering, status text)
     save_identity: Callable[[PanelArgs, str], str]  # status text
@@ -33,98 +47,119 @@ class PanelCallbacks:
 
 @dataclass
 class Panel:
-    inputs: list = field(default_factory=list)  # in panel_state order: fixed fields, then edit sliders
+    inputs: list = field(default_factory=list)  # in OPTIONS order: fixed fields, then edit sliders
     by_field: dict = field(default_factory=dict)
     edit_sliders: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)  # non-input components (preview images, buttons...)
     direction_names: list[str] = field(default_factory=list)
+    hints: dict = field(default_factory=dict)  # element id suffix -> [hint, reset value or None] (for the JS)
 
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
+def control_table(directions: Sequence[DirectionInfo]) -> dict[str, list]:
+    """What javascript/wplus.js shows and resets: element id suffix -> [hint, reset value or None]."""
+    table = {o.name: [o.hint, o.reset] for o in OPTION.values()}
+    table.update({k: [v, None] for k, v in BUTTON_HINTS.items()})
+    for info in directions:
+        table[f"edit_{slug(info.name)}"] = [info.hint, edit_option(info.name).reset]
+    return table
+
+
+def _kw(name: str, d: PanelArgs, elem_id: Callable[[str], str], **extra) -> dict:
+    """A component's arguments from its option: label, value, range, step, elem_id."""
+    o = OPTION[name]
+    kw = dict(label=o.label, value=getattr(d, name), elem_id=elem_id(name))
+    if o.kind == "choice":
+        kw.update(choices=[str(c) for c in o.choices], value=str(getattr(d, name)))
+    if o.kind == "float":
+        kw.update(minimum=o.ui_range[0], maximum=o.ui_range[1], step=o.step)
+    if o.kind == "int":
+        kw.update(precision=0, minimum=o.minimum, maximum=o.maximum)
+    return {**kw, **extra}
+
+
 def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], identities: Sequence[str],
-          adapters: Sequence[str], callbacks: PanelCallbacks, accordion_cls: Any = None,
+          adapters: AdapterChoices, callbacks: PanelCallbacks, accordion_cls: Any = None,
           tool_button_cls: Any = None, defaults: PanelArgs | None = None) -> Panel:
     import gradio as gr
 
     d = defaults or PanelArgs()
-    panel = Panel(direction_names=[x.name for x in directions])
+    panel = Panel(direction_names=[x.name for x in directions], hints=control_table(directions))
     f = panel.by_field
     tool = tool_button_cls or (lambda value, **kw: gr.Button(value=value, size="sm", **kw))
 
     with _accordion(gr, accordion_cls, elem_id("enabled"), d.enabled) as acc:
         f["enabled"] = acc.checkbox if hasattr(acc, "checkbox") else acc
+        gr.HTML(f'<div hidden {HINTS_ATTR}="{html.escape(json.dumps(panel.hints), quote=True)}"></div>',
+                elem_id=elem_id("controls_data"), elem_classes=["wplus-controls-data"])
         with gr.Row():
-            f["source"] = gr.Radio(list(SOURCES), value=d.source, label="W+ identity source", elem_id=elem_id("source"))
+            f["source"] = gr.Radio(**_kw("source", d, elem_id))
         with gr.Row():
-            f["reference"] = gr.Image(label="W+ reference photo", type="pil", source="upload",
-                                      elem_id=elem_id("reference"), visible=d.source == SOURCES[0], height=256)
-            with gr.Column(visible=d.source == SOURCES[1]) as id_col:
+            with gr.Column(visible=d.source == Source.PHOTO) as photo_col:
+                f["reference"] = gr.Image(type="pil", source="upload", height=256, **_kw("reference", d, elem_id))
+                f["face_index"] = gr.Number(**_kw("face_index", d, elem_id))
+            with gr.Column(visible=d.source == Source.SAVED) as id_col:
                 with gr.Row():
-                    f["identity"] = gr.Dropdown(list(identities), value=d.identity or "", label="W+ saved identity",
-                                                elem_id=elem_id("identity"))
+                    f["identity"] = gr.Dropdown(list(identities), **_kw("identity", d, elem_id, value=d.identity or ""))
                     refresh_ids = tool(value=REFRESH_SYMBOL, elem_id=elem_id("refresh_identities"))
-            with gr.Column(visible=d.source == SOURCES[2]) as seed_col:
-                f["seed"] = gr.Number(value=d.seed, precision=0, label="W+ identity seed", elem_id=elem_id("seed"))
-        f["face_index"] = gr.Number(value=d.face_index, precision=0, label="W+ face index",
-                                    elem_id=elem_id("face_index"))
+            with gr.Column(visible=d.source == Source.SEED) as seed_col:
+                f["seed"] = gr.Number(**_kw("seed", d, elem_id))
         with gr.Row():
-            f["scale"] = gr.Slider(minimum=SCALE_RANGE[0], maximum=SCALE_RANGE[1], step=0.05, value=d.scale,
-                                   label="W+ identity strength (λ)", elem_id=elem_id("scale"))
-            f["start"] = gr.Slider(minimum=0, maximum=100, step=1, value=d.start,
-                                   label="W+ start at step (%)", elem_id=elem_id("start"))
+            f["scale"] = gr.Slider(**_kw("scale", d, elem_id))
+            f["start"] = gr.Slider(**_kw("start", d, elem_id))
+
+        first = [x for x in directions if x.name in FIRST_SCREEN and not x.advanced]
+        rest = [x for x in directions if x not in first]
         with gr.Row():
-            adapter_value = d.adapter or (adapters[0] if adapters else None)
-            f["adapter"] = gr.Dropdown(list(adapters), value=adapter_value, label="W+ adapter file",
-                                       elem_id=elem_id("adapter"))
-            refresh_adapters = tool(value=REFRESH_SYMBOL, elem_id=elem_id("refresh_adapters"))
-
-        with gr.Accordion("W+ mix with a second identity", open=False, elem_id=elem_id("mix_accordion")):
-            f["source2"] = gr.Radio(list(SOURCES2), value=d.source2, label="W+ second identity",
-                                    elem_id=elem_id("source2"))
-            with gr.Row():
-                f["reference2"] = gr.Image(label="W+ second photo", type="pil", source="upload",
-                                           elem_id=elem_id("reference2"), visible=d.source2 == SOURCES[0], height=192)
-                f["identity2"] = gr.Dropdown(list(identities), value=d.identity2 or "",
-                                             label="W+ second saved identity", elem_id=elem_id("identity2"),
-                                             visible=d.source2 == SOURCES[1])
-                f["seed2"] = gr.Number(value=d.seed2, precision=0, label="W+ second identity seed",
-                                       elem_id=elem_id("seed2"), visible=d.source2 == SOURCES[2])
-            f["mix_mode"] = gr.Radio(list(MIX_MODES), value=d.mix_mode, label="W+ mix mode",
-                                     elem_id=elem_id("mix_mode"))
-            global_mix = d.mix_mode == MIX_MODES[0]
-            f["mix"] = gr.Slider(0, 1, step=0.05, value=d.mix, label="W+ mix", elem_id=elem_id("mix"),
-                                 visible=global_mix)
-            with gr.Row(visible=not global_mix) as groups_row:
-                f["mix_coarse"] = gr.Slider(0, 1, step=0.05, value=d.mix_coarse, label="W+ mix coarse (pose, shape)",
-                                            elem_id=elem_id("mix_coarse"))
-                f["mix_middle"] = gr.Slider(0, 1, step=0.05, value=d.mix_middle, label="W+ mix middle (features)",
-                                            elem_id=elem_id("mix_middle"))
-                f["mix_fine"] = gr.Slider(0, 1, step=0.05, value=d.mix_fine, label="W+ mix fine (colours, details)",
-                                          elem_id=elem_id("mix_fine"))
-
-        with gr.Accordion("W+ edit sliders", open=False, elem_id=elem_id("edits_accordion")):
-            reset_edits = gr.Button(f"{RESET_SYMBOL} Reset all edits", size="sm", elem_id=elem_id("reset_edits"))
-            for group, items in _grouped(directions):
-                with gr.Accordion(group, open=group == "expression"):
+            for info in first:
+                _edit_slider(gr, panel, info, d, elem_id)
+        reset_edits = gr.Button(f"{RESET_SYMBOL} Reset all edits", size="sm", elem_id=elem_id("reset_edits"))
+        with gr.Accordion("More edits", open=False, elem_id=elem_id("edits_accordion")):
+            for group, items in _grouped([x for x in rest if not x.advanced]):
+                with gr.Accordion(group_label(group), open=False):
                     for info in items:
-                        panel.edit_sliders[info.name] = gr.Slider(
-                            minimum=info.minimum, maximum=info.maximum, step=info.step,
-                            value=float(d.edits.get(info.name, 0.0)), label=info.label,
-                            elem_id=elem_id(f"edit_{slug(info.name)}"), elem_classes=["wplus-edit-slider"])
+                        _edit_slider(gr, panel, info, d, elem_id)
+            advanced = [x for x in rest if x.advanced]
+            if advanced:
+                with gr.Accordion("Advanced: the same attributes from other sources", open=False,
+                                  elem_id=elem_id("advanced_edits")):
+                    for info in advanced:
+                        _edit_slider(gr, panel, info, d, elem_id)
             if not directions:
                 gr.HTML("<p>No edit directions found (models/w_direction).</p>")
 
-        with gr.Accordion("W+ preview and save", open=False, elem_id=elem_id("preview_accordion")):
+        with gr.Accordion("Mix with a second identity", open=False, elem_id=elem_id("mix_accordion")):
+            f["source2"] = gr.Radio(**_kw("source2", d, elem_id))
             with gr.Row():
-                aligned = gr.Image(label="W+ aligned face", interactive=False, elem_id=elem_id("aligned"), height=192)
-                rendered = gr.Image(label="W+ edited face (StyleGAN)", interactive=False, elem_id=elem_id("rendered"),
+                f["reference2"] = gr.Image(type="pil", source="upload", height=192,
+                                           visible=d.source2 == Source.PHOTO, **_kw("reference2", d, elem_id))
+                f["identity2"] = gr.Dropdown(list(identities), visible=d.source2 == Source.SAVED,
+                                             **_kw("identity2", d, elem_id, value=d.identity2 or ""))
+                f["seed2"] = gr.Number(visible=d.source2 == Source.SEED, **_kw("seed2", d, elem_id))
+            f["mix_mode"] = gr.Radio(**_kw("mix_mode", d, elem_id))
+            global_mix = d.mix_mode == MixMode.GLOBAL
+            f["mix"] = gr.Slider(visible=global_mix, **_kw("mix", d, elem_id))
+            with gr.Row(visible=not global_mix) as groups_row:
+                for name in ("mix_coarse", "mix_middle", "mix_fine"):
+                    f[name] = gr.Slider(**_kw(name, d, elem_id))
+
+        with gr.Accordion("Adapter file", open=False, elem_id=elem_id("adapter_accordion")):
+            with gr.Row():
+                f["adapter"] = gr.Dropdown(list(adapters.names), info=adapters.info or None,
+                                           **_kw("adapter", d, elem_id, value=d.adapter or adapters.value))
+                refresh_adapters = tool(value=REFRESH_SYMBOL, elem_id=elem_id("refresh_adapters"))
+
+        with gr.Accordion("Preview and save", open=False, elem_id=elem_id("preview_accordion")):
+            with gr.Row():
+                aligned = gr.Image(label="Aligned face", interactive=False, elem_id=elem_id("aligned"), height=192)
+                rendered = gr.Image(label="Edited face (StyleGAN)", interactive=False, elem_id=elem_id("rendered"),
                                     height=192)
             with gr.Row():
                 preview_btn = gr.Button("Preview face", elem_id=elem_id("preview"))
-                save_name = gr.Textbox(label="W+ identity name", placeholder="name to save as",
+                save_name = gr.Textbox(label="Identity name", placeholder="name to save as",
                                        elem_id=elem_id("save_name"))
                 save_btn = gr.Button("Save identity", elem_id=elem_id("save"))
             status = gr.Markdown("", elem_id=elem_id("status"))
@@ -132,9 +167,15 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
     panel.inputs = [f[name] for name in FIXED_FIELDS] + [panel.edit_sliders[n] for n in panel.direction_names]
     panel.extras.update(aligned=aligned, rendered=rendered, status=status, preview=preview_btn, save=save_btn,
                         save_name=save_name, reset_edits=reset_edits, refresh_adapters=refresh_adapters,
-                        refresh_identities=refresh_ids, accordion=acc)
-    _wire(gr, panel, callbacks, id_col, seed_col, groups_row)
+                        refresh_identities=refresh_ids, accordion=acc, photo_column=photo_col)
+    _wire(gr, panel, callbacks, photo_col, id_col, seed_col, groups_row)
     return panel
+
+
+def _edit_slider(gr, panel: Panel, info: DirectionInfo, d: PanelArgs, elem_id: Callable[[str], str]) -> None:
+    panel.edit_sliders[info.name] = gr.Slider(
+        minimum=info.minimum, maximum=info.maximum, step=info.step, value=float(d.edits.get(info.name, 0.0)),
+        label=info.label, elem_id=elem_id(f"edit_{slug(info.name)}"), elem_classes=["wplus-edit-slider"])
 
 
 def _grouped(directions: Sequence[DirectionInfo]) -> list[tuple[str, list[DirectionInfo]]]:
@@ -148,8 +189,8 @@ class _PlainAccordion:
     """Without the WebUI: a visible checkbox followed by an accordion."""
 
     def __init__(self, gr, elem_id: str, value: bool):
-        self.checkbox = gr.Checkbox(value=value, label="Enable W+ Adapter", elem_id=elem_id)
-        self.accordion = gr.Accordion("W+ Adapter", open=value)
+        self.checkbox = gr.Checkbox(value=value, label=OPTION["enabled"].label, elem_id=elem_id)
+        self.accordion = gr.Accordion(TITLE, open=value)
 
     def __enter__(self):
         self.accordion.__enter__()
@@ -162,27 +203,27 @@ class _PlainAccordion:
 def _accordion(gr, accordion_cls, elem_id: str, value: bool):
     if accordion_cls is None:
         return _PlainAccordion(gr, elem_id, value)
-    return accordion_cls(value, label="W+ Adapter", elem_id=elem_id)
+    return accordion_cls(value, label=TITLE, elem_id=elem_id)
 
 
-def _wire(gr, panel: Panel, cb: PanelCallbacks, id_col, seed_col, groups_row) -> None:
+def _wire(gr, panel: Panel, cb: PanelCallbacks, photo_col, id_col, seed_col, groups_row) -> None:
     f, x = panel.by_field, panel.extras
 
     def show_source(source):
-        return (gr.update(visible=source == SOURCES[0]), gr.update(visible=source == SOURCES[1]),
-                gr.update(visible=source == SOURCES[2]))
+        return (gr.update(visible=source == Source.PHOTO), gr.update(visible=source == Source.SAVED),
+                gr.update(visible=source == Source.SEED))
 
-    f["source"].change(show_source, inputs=[f["source"]], outputs=[f["reference"], id_col, seed_col])
+    f["source"].change(show_source, inputs=[f["source"]], outputs=[photo_col, id_col, seed_col])
     f["source2"].change(show_source, inputs=[f["source2"]], outputs=[f["reference2"], f["identity2"], f["seed2"]])
 
     def show_mix(mode):
-        return gr.update(visible=mode == MIX_MODES[0]), gr.update(visible=mode == MIX_MODES[1])
+        return gr.update(visible=mode == MixMode.GLOBAL), gr.update(visible=mode == MixMode.PER_GROUP)
 
     f["mix_mode"].change(show_mix, inputs=[f["mix_mode"]], outputs=[f["mix"], groups_row])
 
     def refresh_adapters(current):
-        names = cb.refresh_adapters()
-        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+        state = cb.refresh_adapters(current or "")
+        return gr.update(choices=state.names, value=state.value, info=state.info or None)
 
     x["refresh_adapters"].click(refresh_adapters, inputs=[f["adapter"]], outputs=[f["adapter"]])
 
@@ -201,19 +242,19 @@ def _wire(gr, panel: Panel, cb: PanelCallbacks, id_col, seed_col, groups_row) ->
     names = panel.direction_names
 
     def preview(*values):
-        return cb.preview(from_values(values, names))
+        try:
+            return cb.preview(from_values(values, names))
+        except WPlusError as e:  # a value outside its option's limits
+            return None, None, f"**{e}**"
 
     x["preview"].click(preview, inputs=panel.inputs, outputs=[x["aligned"], x["rendered"], x["status"]])
 
     def save(name, *values):
-        status = cb.save_identity(from_values(values, names), name)
+        try:
+            status = cb.save_identity(from_values(values, names), name)
+        except WPlusError as e:
+            status = f"**{e}**"
         ids = cb.refresh_identities()
         return status, gr.update(choices=ids), gr.update(choices=ids)
 
     x["save"].click(save, inputs=[x["save_name"], *panel.inputs], outputs=[x["status"], f["identity"], f["identity2"]])
-
-
-def default_values(direction_names: Sequence[str]) -> list:
-    from wplus.webui.options import to_values
-
-    return to_values(PanelArgs(scale=DEFAULT_SCALE, start=DEFAULT_START), direction_names)

@@ -23,7 +23,7 @@ from wplus.errors import MissingWeightsError, WPlusError
 from wplus.geometry import STYLE_GROUPS, WPLUS_SHAPE
 from wplus.webui.catalog import DEFAULT_ADAPTER, find_adapter
 from wplus.webui.infotext import GenerationInfo, source_label
-from wplus.webui.options import SOURCES, PanelArgs
+from wplus.webui.options import PanelArgs, Source
 from wplus.webui.settings import ExtensionSettings
 
 # --- identity ------------------------------------------------------------------------------------
@@ -64,6 +64,8 @@ class IdentityResolver:
         with self._lock:
             try:
                 return self._resolve(args)
+            except MissingWeightsError as e:
+                raise name_download_cause(e, self.settings) from e
             finally:
                 if self.settings.unload_encoder:
                     self.encoder.release()
@@ -85,9 +87,10 @@ class IdentityResolver:
                     self.encoder.release()
 
     def _resolve(self, args: PanelArgs) -> ResolvedIdentity:
+        check_sources(args)
         w, thumb = self._one(args.source, args.reference, args.identity, args.seed, args.face_index)
         mix_label, weights = "", None
-        if args.source2 != "None":
+        if args.source2 != Source.NONE:
             w2, _ = self._one(args.source2, args.reference2, args.identity2, args.seed2, -1)
             weights = args.mix_weights()
             w = _mix(w, w2, weights)
@@ -106,19 +109,14 @@ class IdentityResolver:
         from wplus.identity.files import identities_dir, load_identity
         from wplus.webui.api import decode_image
 
-        if source == SOURCES[1]:
-            if not identity:
-                raise WPlusError("W+: choose a saved identity (or switch the source to Photo)")
+        if source == Source.SAVED:
             ident = load_identity(identity, identities_dir(self.settings.models_dir))
             return ident.batch(dtype=torch.float32), ident.thumbnail
-        if source == SOURCES[2]:
+        if source == Source.SEED:
             with torch.no_grad():
                 w = self.encoder.e4e.map_seed(int(seed))
             return w.float().cpu().reshape(1, *WPLUS_SHAPE), None
         image = decode_image(reference)
-        if image is None:
-            raise WPlusError("W+: no reference photo. Upload a photo of the person, choose a saved identity, "
-                             "or disable the W+ Adapter.")
         index = None if face_index is None or face_index < 0 else int(face_index)
         ident = self.encoder.encode(image, face_index=index, backend=self.settings.face_backend)
         return ident.batch(dtype=torch.float32), ident.thumbnail
@@ -128,6 +126,27 @@ class IdentityResolver:
 
         library = default_library(self.settings.models_dir, allow_download=self.settings.auto_download)
         return apply_edits(w, edits, library)
+
+
+def check_sources(args: PanelArgs) -> None:
+    """What the user can fix in the panel, checked before any file is looked for: an empty source."""
+    if args.source == Source.PHOTO and args.reference is None:
+        raise WPlusError("W+: no reference photo. Upload a photo of the person, choose a saved identity, "
+                         "or disable the W+ Adapter.")
+    if args.source == Source.SAVED and not args.identity:
+        raise WPlusError("W+: choose a saved identity (or switch the source to Photo)")
+    if args.source2 == Source.PHOTO and args.reference2 is None:
+        raise WPlusError("W+: no second reference photo. Upload one, or set the second identity to None.")
+    if args.source2 == Source.SAVED and not args.identity2:
+        raise WPlusError("W+: choose the second saved identity (or set the second identity to None)")
+
+
+def name_download_cause(error: MissingWeightsError, settings: ExtensionSettings) -> MissingWeightsError:
+    """The missing-file message, naming what kept the file from downloading: the download module
+    names an offline environment variable itself; the setting only the WebUI knows."""
+    if settings.auto_download:
+        return error
+    return MissingWeightsError(f"{error} (Downloads are off: {settings.download_blocker()}.)")
 
 
 def _mix(w1: torch.Tensor, w2: torch.Tensor, weights) -> torch.Tensor:
@@ -157,9 +176,9 @@ def resolve_adapter_path(name: str, settings: ExtensionSettings, extra_dirs: lis
     if os.path.basename(name or DEFAULT_ADAPTER) != entry.filename:
         raise MissingWeightsError(f"W+: adapter file {name!r} not found in {', '.join(str(d) for d in dirs)}. "
                                   "Press the refresh button next to the adapter list and pick an existing file.")
-    if not settings.auto_download:
-        raise MissingWeightsError(missing_message(entry, settings.models_dir, "automatic download is disabled in "
-                                                  "Settings > W+ Adapter"))
+    cause = settings.download_blocker()
+    if cause:
+        raise MissingWeightsError(missing_message(entry, settings.models_dir, f"automatic download is disabled: {cause}"))
     return ensure_file(entry, settings.models_dir, allow_download=True)
 
 
