@@ -70,7 +70,7 @@ def warn(p: Any, message: str) -> None:
     """Visible under the image, in the image's parameters and the API's `info` (as "Wplus warning":
     the API's info has no comments) and in the console."""
     text = message if message.startswith("W+") else f"W+ Adapter: {message}"
-    text = text.replace(": W+: ", ": ")  # "W+ Adapter disabled: W+: no face" reads once
+    text = text.replace(": W+ Adapter: ", ": ").replace(": W+: ", ": ")  # "…disabled: W+: no face" reads once
     if hasattr(p, "comment"):
         p.comment(text)
     extra = getattr(p, "extra_generation_params", None)
@@ -310,7 +310,7 @@ def paste_fields(panel: wpanel.Panel) -> list:
             try:
                 args = infotext.panel_from_params(params, panel.direction_names, limits)
             except WPlusError as e:  # a value outside its option's limits: the panel stays as it is
-                log.warning(f"W+ Adapter: the pasted parameters were not applied: {e}")
+                log.warning(f"{e} (the pasted W+ parameters were not applied)")
                 args = UNCHANGED
             last[:] = [params, args]
         return last[1]

@@ -152,7 +152,7 @@ def test_javascript_parses_and_knows_every_control(env):
     from wplus.webui.panel import HINTS_ATTR
 
     script = env.script()
-    served = served_controls(env)  # the table the panel serves to the JS (from the option schema)
+    served = env.served_controls()  # the table the panel serves to the JS (from the option schema)
     for c in script.controls:
         key = c.elem_id.split("_w_adapter_", 1)[1].removesuffix("-checkbox")  # InputAccordion's hidden box
         assert served.get(key, [""])[0], f"no hover hint for {key}"
@@ -161,18 +161,3 @@ def test_javascript_parses_and_knows_every_control(env):
     assert HINTS_ATTR in js.read_text() and '"scale"' not in js.read_text()  # no second copy of the table
     assert Path(js).stat().st_size < 20000
 
-
-def served_controls(env, tab="txt2img") -> dict:
-    """The JSON the panel's hidden element carries for javascript/wplus.js."""
-    import html
-    import json
-    import re
-
-    from wplus.webui.panel import HINTS_ATTR
-
-    demo = env.blocks[tab]
-    for block in demo.blocks.values():
-        value = getattr(block, "value", None)
-        if isinstance(block, gr.HTML) and isinstance(value, str) and HINTS_ATTR in value:
-            return json.loads(html.unescape(re.search(HINTS_ATTR + r'="([^"]*)"', value).group(1)))
-    raise AssertionError("the panel serves no control table")

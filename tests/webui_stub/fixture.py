@@ -158,6 +158,22 @@ class WebUI:
             p.script_args = tuple(self.runners[tab].default_args())
         return p
 
+    def served_controls(self, tab: str = "txt2img") -> dict:
+        """The JSON table the W+ panel serves to javascript/wplus.js (hints and reset values)."""
+        import html
+        import json
+        import re
+
+        import gradio as gr
+
+        from wplus.webui.panel import HINTS_ATTR
+
+        for block in self.blocks[tab].blocks.values():
+            value = getattr(block, "value", None)
+            if isinstance(block, gr.HTML) and isinstance(value, str) and HINTS_ATTR in value:
+                return json.loads(html.unescape(re.search(HINTS_ATTR + r'="([^"]*)"', value).group(1)))
+        raise AssertionError("the W+ panel serves no control table")
+
     def generate(self, tab: str = "txt2img", wplus: dict | None = None, raw=None, **kwargs: Any):
         from modules import txt2img
 

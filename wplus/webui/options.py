@@ -105,17 +105,17 @@ class Option:
         if (lo is not None and number < lo) or (hi is not None and number > hi):
             limits = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
                 f">= {lo:g}" if lo is not None else f"<= {hi:g}")
-            raise self.error(f"must be {limits}; {value!r} is outside that range")
+            raise self.error(f"must be {limits}; {number:g} is outside that range")
         return number
 
     def _number(self, value: Any) -> int | float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(f"must be {self.what or _WHAT[self.kind]}")
+            raise self.error(f"must be {self.what or _WHAT[self.kind]}; got {value!r}")
         if not math.isfinite(value):
             raise self.error(f"must be a finite number; got {value!r}")
         if self.kind == "int":
             if isinstance(value, float) and not value.is_integer():
-                raise self.error(f"must be {_WHAT['int']}")
+                raise self.error(f"must be {_WHAT['int']}; got {value!r}")
             return int(value)
         return float(value)
 
@@ -125,7 +125,7 @@ class Option:
             try:
                 value: Any = float(str(text).strip())
             except ValueError:
-                raise self.error(f"must be {_WHAT[self.kind]}; got {text!r}") from None
+                return self.check(str(text))  # the same "must be a number" as any other entry point
             return self.check(int(value) if self.kind == "int" and value.is_integer() else value)
         return self.check(str(text))
 
