@@ -325,14 +325,18 @@ def paste_fields(panel: wpanel.Panel) -> list:
             if args is None or name in ("reference", "reference2"):
                 return gr.update()
             value = getattr(args, name)
-            return gr.update(value=str(value) if isinstance(value, (panel_state.Source, panel_state.MixMode)) else value)
+            if isinstance(value, (panel_state.Source, panel_state.MixMode)):
+                value = str(value)  # the radio's choice as gradio knows it
+            return gr.update(value=value)
 
         return get
 
     def edit_value(direction: str):
         def get(params: dict):
             args = restored(params)
-            return gr.update() if args is None or args is UNCHANGED else gr.update(value=float(args.edits.get(direction, 0.0)))
+            if args is None or args is UNCHANGED:
+                return gr.update()
+            return gr.update(value=float(args.edits.get(direction, 0.0)))
 
         return get
 

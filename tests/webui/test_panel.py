@@ -101,7 +101,8 @@ def test_javascript_reads_hints_and_reset_values_served_from_the_schema(env):
         var data = {{getAttribute: function() {{ return {json.dumps(data_attr)}; }}}};
         global.window = {{}};
         global.document = {{addEventListener: function() {{}},
-                            querySelectorAll: function(sel) {{ return sel === "[data-wplus-controls]" ? [data] : []; }}}};
+                            querySelectorAll: function(sel) {{
+                                return sel === "[data-wplus-controls]" ? [data] : []; }}}};
         require({json.dumps(str(ROOT / "javascript" / "wplus.js"))});
         console.log(JSON.stringify({json.dumps(ids)}.map(function(id) {{ return window.wplusControlOf(id); }})));
     """
@@ -253,3 +254,11 @@ def test_image_metadata_has_no_local_folders(env, tmp_path, monkeypatch, caplog)
     assert "wplus_adapter.bin" in warning and "github.com/csxmli2016/w-plus-adapter" in warning
     assert str(tmp_path) not in warning and str(tmp_path) not in res.infotexts[0]
     assert str(empty) in caplog.text and any(str(empty) in c for c in p.comments)  # the console keeps it
+
+
+def test_api_info_lists_the_schemas_limits(env):
+    info = env.module("wplus_api.py").info()
+    assert info["limits"]["scale"] == [OPTION["scale"].minimum, OPTION["scale"].maximum] == [0.0, 4.0]
+    assert info["limits"]["face_index"] == [-1, None] and info["limits"]["mix"] == [0.0, 1.0]
+    smile = next(d for d in info["directions"] if d["name"] == "smile")
+    assert (smile["min"], smile["max"]) == env.script().edit_limits["smile"]

@@ -49,7 +49,7 @@ def parse(obj: Mapping[str, Any], limits: Mapping[str, tuple[float, float]] | No
     scale = OPTION["scale"]
     given = [k for k in (scale.api_key, *scale.api_aliases) if k in obj]
     if len(given) > 1:
-        raise ApiArgsError(f"W+ Adapter API: give 'scale' or its alias 'lambda', not both")
+        raise ApiArgsError("W+ Adapter API: give 'scale' or its alias 'lambda', not both")
     if given:
         args.scale = scale.check(obj[given[0]])
     edits = obj.get("edits", {})

@@ -178,7 +178,8 @@ def resolve_adapter_path(name: str, settings: ExtensionSettings, extra_dirs: lis
                                   "Press the refresh button next to the adapter list and pick an existing file.")
     cause = settings.download_blocker()
     if cause:
-        raise MissingWeightsError(missing_message(entry, settings.models_dir, f"automatic download is disabled: {cause}"))
+        raise MissingWeightsError(missing_message(entry, settings.models_dir,
+                                                  f"automatic download is disabled: {cause}"))
     return ensure_file(entry, settings.models_dir, allow_download=True)
 
 
