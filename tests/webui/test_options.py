@@ -7,8 +7,21 @@ from __future__ import annotations
 import pytest
 
 from wplus.webui import api, catalog, infotext
-from wplus.webui.options import (EDITS, FIXED_FIELDS, OPTION, OPTIONS, MixMode, OptionError, PanelArgs, Source,
-                                 apply_xyz, check_edits, edit_option, from_values, to_values)
+from wplus.webui.options import (
+    EDITS,
+    FIXED_FIELDS,
+    OPTION,
+    OPTIONS,
+    MixMode,
+    OptionError,
+    PanelArgs,
+    Source,
+    apply_xyz,
+    check_edits,
+    edit_option,
+    from_values,
+    to_values,
+)
 from wplus.webui.settings import SPECS, ExtensionSettings
 
 NAMES = ["smile", "age"]

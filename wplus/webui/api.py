@@ -19,8 +19,7 @@ import io
 from typing import Any, Mapping
 
 from wplus.errors import ImageInputError
-from wplus.webui.options import (EDITS, OPTION, OPTIONS, MixMode, OptionError, PanelArgs, Source,
-                                 check_edits)
+from wplus.webui.options import EDITS, OPTION, OPTIONS, MixMode, OptionError, PanelArgs, Source, check_edits
 
 # the dict's keys: every option's top-level API key and alias ("mix_with.seed" lives inside "mix_with")
 KEYS = {k for o in (*OPTIONS, EDITS) if o.api_key for k in (o.api_key, *o.api_aliases) if "." not in k}

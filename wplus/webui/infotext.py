@@ -12,8 +12,17 @@ from typing import Any, Mapping, Sequence
 
 from wplus.stylegan import edit_text
 from wplus.stylegan.edit_text import format_edits
-from wplus.webui.options import (EDITS, INFOTEXT_KEYS, INFOTEXT_PREFIX, OPTION, RECORDED_KEYS, MixMode, PanelArgs,
-                                 Source, check_edits)
+from wplus.webui.options import (
+    EDITS,
+    INFOTEXT_KEYS,
+    INFOTEXT_PREFIX,
+    OPTION,
+    RECORDED_KEYS,
+    MixMode,
+    PanelArgs,
+    Source,
+    check_edits,
+)
 
 PREFIX = INFOTEXT_PREFIX
 K_IDENTITY = OPTION["source"].infotext_key

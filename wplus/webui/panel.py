@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from wplus.errors import WPlusError
 from wplus.webui.catalog import FIRST_SCREEN, AdapterChoices, DirectionInfo, group_label
-from wplus.webui.options import OPTION, FIXED_FIELDS, MixMode, PanelArgs, Source, edit_option, from_values
+from wplus.webui.options import FIXED_FIELDS, OPTION, MixMode, PanelArgs, Source, edit_option, from_values
 
 REFRESH_SYMBOL = "\U0001f504"  # 🔄
 RESET_SYMBOL = "\u21ba"  # ↺
