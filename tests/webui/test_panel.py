@@ -63,6 +63,15 @@ def column_of(block):
     return node
 
 
+def click_handler(env, suffix: str, tab="txt2img"):
+    target = blocks_of(env, tab)[suffix]._id
+    demo = env.blocks[tab]
+    for dep, fn in zip(demo.dependencies, demo.fns):
+        if target in dep["targets"] and dep["trigger"] == "click":  # gradio 3.41's layout
+            return fn.fn
+    raise AssertionError(f"no click handler on {suffix}")
+
+
 def served(env, tab="txt2img") -> dict:
     return env.served_controls(tab)
 
@@ -207,11 +216,13 @@ def test_adapter_dropdown_marks_or_avoids_a_missing_default(env, tmp_path, monke
         controls = env.script().ui(False)
     adapter = controls[list(OPTION).index("adapter")]
     assert adapter.value == "wplus_adapter.bin" and "(will be downloaded)" in adapter.info
+    refresh = click_handler(env, "refresh_adapters")
     shared.opts.wplus_auto_download = False
-    state = env.script_module.adapter_choices("")
-    assert "Download missing W+ weights automatically is off" in state.info
+    update = refresh("wplus_adapter.bin")
+    assert "Download missing W+ weights automatically is off" in update["info"]
     (empty / "mine.safetensors").write_bytes(b"weights")
-    assert env.script_module.adapter_choices("").value == "mine.safetensors"  # select what exists
+    update = refresh("")
+    assert update["value"] == "mine.safetensors" and update["info"] == ""  # select what exists, note cleared
     with gr.Blocks():
         env.script().ui(False)  # leave the script's state as the module's panel built it
 

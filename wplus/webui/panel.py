@@ -223,7 +223,7 @@ def _wire(gr, panel: Panel, cb: PanelCallbacks, photo_col, id_col, seed_col, gro
 
     def refresh_adapters(current):
         state = cb.refresh_adapters(current or "")
-        return gr.update(choices=state.names, value=state.value, info=state.info or None)
+        return gr.update(choices=state.names, value=state.value, info=state.info)  # "" clears the note
 
     x["refresh_adapters"].click(refresh_adapters, inputs=[f["adapter"]], outputs=[f["adapter"]])
 
