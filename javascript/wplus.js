@@ -76,5 +76,6 @@
     } else {
         document.addEventListener("DOMContentLoaded", decorateAll);
     }
+    // what a control's hint and reset value are (tests read it through node; handy in the console too)
     window.wplusControlOf = function(id) { controls = controls || loadControls(); return controlOf(id); };
 })();
