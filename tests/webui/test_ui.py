@@ -160,4 +160,3 @@ def test_javascript_parses_and_knows_every_control(env):
         assert served[extra][0]
     assert HINTS_ATTR in js.read_text() and '"scale"' not in js.read_text()  # no second copy of the table
     assert Path(js).stat().st_size < 20000
-
