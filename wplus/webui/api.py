@@ -21,8 +21,8 @@ from typing import Any, Mapping
 from wplus.errors import ImageInputError
 from wplus.webui.options import EDITS, OPTION, OPTIONS, MixMode, OptionError, PanelArgs, Source, check_edits
 
-# the dict's keys: every option's top-level API key and alias ("mix_with.seed" lives inside "mix_with")
-KEYS = {k for o in (*OPTIONS, EDITS) if o.api_key for k in (o.api_key, *o.api_aliases) if "." not in k}
+# the dict's keys: every option's API key and alias, at the top level ("mix_with.seed" lives inside "mix_with")
+KEYS = {k.split(".", 1)[0] for o in (*OPTIONS, EDITS) if o.api_key for k in (o.api_key, *o.api_aliases)}
 SOURCE_KEYS = ("reference", "identity", "seed")  # one of them selects the source
 _SOURCE_OF = {"reference": Source.PHOTO, "identity": Source.SAVED, "seed": Source.SEED}
 MAX_BASE64_CHARS = 64 * 1024 * 1024
