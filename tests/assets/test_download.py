@@ -137,6 +137,8 @@ def test_existing_file_with_wrong_hash_is_reported(server, tmp_path):
 
 
 def test_offline_gives_one_message_with_file_url_folder(tmp_path, monkeypatch):
+    for variable in ("WPLUS_OFFLINE", "HF_HUB_OFFLINE"):  # the message names one when it is set
+        monkeypatch.delenv(variable, raising=False)
     e = registry.get("e4e")
     with pytest.raises(MissingWeightsError) as info:
         ensure_file(e, tmp_path, allow_download=False)
