@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+from wplus.geometry import NUM_STYLES
+
 ADAPTER_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
 DEFAULT_ADAPTER = "wplus_adapter.bin"
 
 
 FIRST_SCREEN = ("smile", "age", "gender", "glasses")  # the edits shown without opening an accordion
-NUM_LAYERS = 18
 SOURCE_LABELS = {"interfacegan": "InterFaceGAN", "latent": "latent", "ganspace": "GANSpace", "user": "your file"}
 _READABLE = {  # upstream file names that do not read as labels
     "emotion_angry": "Angry", "emotion_disgust": "Disgusted", "emotion_easy": "Calm", "emotion_fear": "Fearful",
@@ -37,7 +38,7 @@ class DirectionInfo:
     step: float
     source: str = ""  # "interfacegan", "latent", "ganspace", "user"
     stem: str = ""  # the attribute (file name or GANSpace row) without its source
-    layers: tuple[int, int] = (0, NUM_LAYERS)  # the W+ layers it edits, [first, end)
+    layers: tuple[int, int] = (0, NUM_STYLES)  # the W+ layers it edits, [first, end)
     advanced: bool = False  # another source offers the same attribute with the default slider
 
     @property
@@ -53,7 +54,8 @@ class DirectionInfo:
     @property
     def hint(self) -> str:
         first, end = self.layers
-        layers = "all 18 W+ layers" if (first, end) == (0, NUM_LAYERS) else f"W+ layers {first}-{end - 1} of 0-17"
+        every = (first, end) == (0, NUM_STYLES)
+        layers = f"all {NUM_STYLES} W+ layers" if every else f"W+ layers {first}-{end - 1} of 0-{NUM_STYLES - 1}"
         source = SOURCE_LABELS.get(self.source, self.source) or "edit"
         return (f"{readable(self.stem or self.name)}: the {source} direction '{self.name}', editing {layers}. "
                 f"0 = no edit; the scene stays the same, only the face changes. Double-click to reset.")
@@ -77,9 +79,9 @@ def _mark_advanced(infos: list[DirectionInfo]) -> list[DirectionInfo]:
 
 
 def _vector_layers(direction) -> tuple[int, int]:
-    layers = getattr(direction, "layers", (0, NUM_LAYERS))
+    layers = getattr(direction, "layers", (0, NUM_STYLES))
     vector = getattr(direction, "vector", None)
-    if vector is not None and vector.dim() == 2 and vector.shape[0] == NUM_LAYERS:
+    if vector is not None and vector.dim() == 2 and vector.shape[0] == NUM_STYLES:
         rows = vector.abs().sum(dim=1).nonzero().flatten().tolist()
         if rows:
             return int(rows[0]), int(rows[-1]) + 1

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Mapping, Sequence
 
 from wplus.errors import WPlusError
+from wplus.geometry import STYLE_GROUPS
 
 
 class Source(str, Enum):
@@ -135,6 +136,11 @@ class Option:
 
 _MIX_HINT = "Second identity's weight on {}: 0 = first identity only, 1 = second only. Double-click to reset."
 
+
+def _layers(group: str) -> str:
+    return f"{group} layers {STYLE_GROUPS[group].start}-{STYLE_GROUPS[group].stop - 1}"
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("enabled", "bool", False, label="Enable W+ Adapter", api_key="enabled",
            hint="Turn the W+ identity branch on. Off: generation is exactly as without the extension."),
@@ -168,11 +174,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("mix", "float", 0.5, label="Mix", minimum=0.0, maximum=1.0, step=0.05, api_key="mix", resettable=True,
            hint=_MIX_HINT.format("the whole code")),
     Option("mix_coarse", "float", 0.5, label="Mix coarse (pose, shape)", minimum=0.0, maximum=1.0, step=0.05,
-           api_key="mix", resettable=True, hint=_MIX_HINT.format("coarse layers 0-3 (pose, face shape)")),
+           api_key="mix", resettable=True, hint=_MIX_HINT.format(_layers("coarse") + " (pose, face shape)")),
     Option("mix_middle", "float", 0.5, label="Mix middle (features)", minimum=0.0, maximum=1.0, step=0.05,
-           api_key="mix", resettable=True, hint=_MIX_HINT.format("middle layers 4-7 (facial features)")),
+           api_key="mix", resettable=True, hint=_MIX_HINT.format(_layers("middle") + " (facial features)")),
     Option("mix_fine", "float", 0.5, label="Mix fine (colours, details)", minimum=0.0, maximum=1.0, step=0.05,
-           api_key="mix", resettable=True, hint=_MIX_HINT.format("fine layers 8-17 (colours, micro details)")),
+           api_key="mix", resettable=True, hint=_MIX_HINT.format(_layers("fine") + " (colours, micro details)")),
     Option("scale", "float", 1.0, label="Identity strength (λ)", minimum=0.0, maximum=4.0, slider=(0.0, 2.0),
            step=0.05, api_key="scale", api_aliases=("lambda",), infotext_key="Wplus lambda",
            xyz_label="Identity strength (λ)", resettable=True,
