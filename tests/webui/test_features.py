@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from helpers.tiny_e4e import TinyE4E
-from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, installed, make_models_dir
+from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, installed, kept_settings, make_models_dir
 
 PERSON1 = dict(enabled=True, source="Saved identity", identity="person1")
 
@@ -47,10 +47,8 @@ def env(tmp_path_factory, shared_dir):
 def clean(env):
     from modules import shared
 
-    data = dict(shared.opts.data)
-    yield
-    shared.opts.data.clear()
-    shared.opts.data.update(data)
+    with kept_settings():
+        yield
     shared.state.reset()
     assert hooks_on(env.unet) == 0
 

@@ -14,7 +14,7 @@ import subprocess
 import gradio as gr
 import pytest
 
-from webui_stub.fixture import FIX, ROOT, WebUI, installed, make_models_dir
+from webui_stub.fixture import FIX, ROOT, WebUI, installed, kept_settings, make_models_dir
 from wplus.webui.options import OPTION, OPTIONS, OptionError, PanelArgs, edit_option, to_values
 
 PERSON1 = dict(enabled=True, source="Saved identity", identity="person1")
@@ -31,12 +31,8 @@ def env(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def clean(env):
-    from modules import shared
-
-    data = dict(shared.opts.data)
-    yield
-    shared.opts.data.clear()
-    shared.opts.data.update(data)
+    with kept_settings():
+        yield
     env.script_module._resolvers.clear()
 
 

@@ -181,6 +181,19 @@ class WebUI:
         return txt2img.run(p), p
 
 
+@contextmanager
+def kept_settings():
+    """Whatever a test sets in `shared.opts` is undone afterwards."""
+    from modules import shared
+
+    data = dict(shared.opts.data)
+    try:
+        yield shared.opts
+    finally:
+        shared.opts.data.clear()
+        shared.opts.data.update(data)
+
+
 def hooks_on(unet: torch.nn.Module) -> int:
     """Forward (pre-)hooks anywhere in the UNet: 0 when nothing of W+ is attached."""
     return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in unet.modules())
