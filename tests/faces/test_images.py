@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import ROOT
 from wplus.errors import ImageInputError, WPlusError
-from wplus.faces.image import MAX_WORKING_SIDE, load_image, normalize_image
+from wplus.faces.image import MAX_WORKING_PIXELS, load_image, normalize_image
 
 
 def _png_bytes(im: Image.Image, **kw) -> bytes:
@@ -208,17 +208,22 @@ def test_oversized_jpeg_header_goes_through_draft_not_the_bomb_check():
         assert "truncated or corrupt" in str(e)
     else:  # decoded at 1/8 scale: 4096x4096, never the full gigapixel
         assert norm.original_size == (32768, 32768) and norm.image.size == (4096, 4096)
+        assert norm.image.width * norm.image.height <= MAX_WORKING_PIXELS
 
 
 def test_large_in_memory_image_is_reduced_and_maps_back():
     im = Image.new("RGB", (9000, 3000), (90, 90, 90))
     norm = normalize_image(im)
-    assert max(norm.image.size) == MAX_WORKING_SIDE and norm.original_size == (9000, 3000)
+    w, h = norm.image.size
+    assert MAX_WORKING_PIXELS * 0.999 < w * h <= MAX_WORKING_PIXELS and norm.original_size == (9000, 3000)
+    assert abs(w / h - 3.0) < 1e-3  # the aspect ratio is kept
+    strip = normalize_image(Image.new("RGB", (8000, 512)))  # 4 MP: within the budget, full resolution
+    assert strip.image.size == (8000, 512) and strip.scale == (1.0, 1.0)
     assert im.size == (9000, 3000)  # the caller's image is untouched
     pts = np.array([[0.0, 0.0], [8999.0, 2999.0], [4500.0, 1500.0]])
     np.testing.assert_allclose(norm.to_original(norm.from_original(pts)), pts, atol=1e-9)
     sx, sy = norm.scale
-    assert abs(sx - 4096 / 9000) < 1e-3 and abs(sy - norm.image.height / 3000) < 1e-9
+    assert abs(sx - w / 9000) < 1e-9 and abs(sy - h / 3000) < 1e-9
 
 
 _MEASURE = textwrap.dedent("""
@@ -241,6 +246,6 @@ def test_12000px_jpeg_is_decoded_reduced_with_bounded_memory(tmp_path):
     del big
     res = json.loads(subprocess.run([sys.executable, "-c", _MEASURE, str(path), str(ROOT)], check=True,
                                     capture_output=True, text=True).stdout)
-    assert tuple(res["orig"]) == (12000, 12000) and max(res["size"]) == MAX_WORKING_SIDE
+    assert tuple(res["orig"]) == (12000, 12000) and tuple(res["size"]) == (4096, 4096)
     # A full decode alone is 144 MB (432 MB as RGB); draft decodes 6000x6000 (36 MB).
     assert res["peak_mb"] < 130, res  # measured ~80 MB; without draft ~200 MB

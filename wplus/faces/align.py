@@ -1,9 +1,12 @@
 """FFHQ face alignment: the crop e4e and StyleGAN expect.
 
-The recipe is the one FFHQ was built with (and e4e / the W+ adapter paper reuse): an oriented square
-from the eye centres and mouth corners, then shrink, crop, reflect-pad with a blurred blend, and a
-QUAD transform to `transform_size` followed by a LANCZOS resize to the output size. Only four points
-enter it, so 68-point (dlib) and 5-point (RetinaFace) landmarks align the same way.
+The recipe is the one FFHQ was built with, as the W+ adapter paper's `script/utils.py` `align_face`
+runs it: an oriented square from the eye centres and mouth corners, then shrink, crop, and a QUAD
+transform to 4096 px followed by a LANCZOS resize to the output size. Like the paper, nothing is
+padded by default: where the square leaves the photo the crop is black (the QUAD transform's fill),
+and the face mask then whitens that background; `enable_padding=True` gives FFHQ's reflect-pad with
+a blurred blend instead. Only four points enter the recipe, so 68-point (dlib) and 5-point
+(RetinaFace) landmarks align the same way.
 
 `alignment_matrix` gives the exact affine map of that square from original pixels to aligned pixels
 (pixel-index coordinates, centres on integers), so landmarks and masks can follow the face.
@@ -16,10 +19,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from wplus.errors import WPlusError
+from wplus.faces import landmarks
 from wplus.faces.image import ImageLike, NormalizedImage, normalize_image
 
 SIZES = (256, 512, 1024)
-MAX_TRANSFORM_SIZE = 4096
+#: The supersampled QUAD render size of the paper (and FFHQ), whatever the output size.
+TRANSFORM_SIZE = 4096
 
 FaceLike = Union["Face", np.ndarray]  # noqa: F821 (wplus.faces.detect.Face, imported lazily)
 
@@ -30,14 +35,7 @@ def key_points(face: FaceLike) -> np.ndarray:
     """(4, 2): image-left eye centre, image-right eye centre, left and right mouth corner."""
     if hasattr(face, "key_points"):
         return np.asarray(face.key_points(), dtype=np.float64)
-    lm = np.asarray(face, dtype=np.float64)
-    if lm.shape == (68, 2):
-        return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[48], lm[54]])
-    if lm.shape == (5, 2):  # RetinaFace order: eye, eye, nose, mouth, mouth
-        return lm[[0, 1, 3, 4]]
-    if lm.shape == (4, 2):
-        return lm
-    raise WPlusError(f"Landmarks must be (68, 2), (5, 2) or (4, 2) points; got shape {lm.shape}.")
+    return landmarks.key_points(face)
 
 
 def ffhq_quad(face: FaceLike) -> np.ndarray:
@@ -81,17 +79,18 @@ def map_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 # --- the recipe ----------------------------------------------------------------------------------
 
 def align_face(image: ImageLike | NormalizedImage, face: FaceLike, size: int = 512, *,
-               transform_size: int | None = None, enable_padding: bool = True) -> Image.Image:
+               transform_size: int = TRANSFORM_SIZE, enable_padding: bool = False) -> Image.Image:
     """FFHQ-align `face` (a `Face` or its landmarks, in original-image pixels) -> RGB `size`² image.
 
-    `transform_size` is the supersampled QUAD render size (FFHQ: 4096 for 1024; default 4*size, at
-    most 4096). `enable_padding=False` gives the W+ paper's variant (black outside the photo).
+    `transform_size` is the supersampled QUAD render size (the paper's 4096 by default).
+    `enable_padding=False` (the paper's) leaves black where the crop leaves the photo;
+    True reflect-pads and blurs there, as FFHQ's dataset script.
     """
     if size not in SIZES and not (16 <= size <= 4096):
         raise WPlusError(f"Aligned size must be one of {SIZES} (or 16..4096); got {size}.")
     norm = normalize_image(image)
     quad = norm.from_original(ffhq_quad(face))
-    t_size = transform_size or max(size, min(MAX_TRANSFORM_SIZE, 4 * size))
+    t_size = int(transform_size)
     if t_size < size:
         raise WPlusError(f"transform_size ({t_size}) must be at least the output size ({size}).")
     return _render(norm.image, quad, size, t_size, enable_padding)
@@ -183,9 +182,9 @@ def _reflect_pad(img: Image.Image, pad, qsize: float) -> Image.Image:
 
 def _fast_gaussian(img: Image.Image, sigma: float) -> np.ndarray:
     """Approximate Gaussian blur of a large RGB image as float32 (H, W, 3)."""
-    f = max(1, int(sigma // 4))
+    f = max(1, int(float(sigma) // 4))
     small = img.reduce(f) if f > 1 else img
-    small = small.filter(ImageFilter.GaussianBlur(sigma / f))
+    small = small.filter(ImageFilter.GaussianBlur(float(sigma) / f))
     if f > 1:
         small = small.resize(img.size, Image.Resampling.BILINEAR)
     return np.asarray(small, dtype=np.float32)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from wplus.errors import FaceNotFoundError, MultipleFacesError, WPlusError
+from wplus.faces import landmarks
 from wplus.faces.image import ImageLike, NormalizedImage, normalize_image
 
 BACKENDS = ("dlib", "facexlib")
@@ -62,30 +63,22 @@ class Face:
 
     def eye_centers(self) -> tuple[np.ndarray, np.ndarray]:
         """(image-left eye, image-right eye): the mean of each eye's 6 contour points for dlib."""
-        lm = self.landmarks
-        if len(lm) == 68:
-            return lm[36:42].mean(0), lm[42:48].mean(0)
-        return lm[0].copy(), lm[1].copy()
+        return landmarks.point(self.landmarks, "eye_left"), landmarks.point(self.landmarks, "eye_right")
 
     def mouth_corners(self) -> tuple[np.ndarray, np.ndarray]:
         """(image-left corner, image-right corner) of the mouth."""
-        lm = self.landmarks
-        if len(lm) == 68:
-            return lm[48].copy(), lm[54].copy()
-        return lm[3].copy(), lm[4].copy()
+        return landmarks.point(self.landmarks, "mouth_left"), landmarks.point(self.landmarks, "mouth_right")
 
     def nose_tip(self) -> np.ndarray:
-        return self.landmarks[30 if len(self.landmarks) == 68 else 2].copy()
+        return landmarks.point(self.landmarks, "nose_tip")
 
     def key_points(self) -> np.ndarray:
         """(4, 2): the eye centres and mouth corners, the only points the FFHQ recipe uses."""
-        return np.stack([*self.eye_centers(), *self.mouth_corners()])
+        return landmarks.key_points(self.landmarks)
 
     def five_points(self) -> np.ndarray:
         """(5, 2) in RetinaFace order, for either backend."""
-        el, er = self.eye_centers()
-        ml, mr = self.mouth_corners()
-        return np.stack([el, er, self.nose_tip(), ml, mr])
+        return landmarks.five_points(self.landmarks)
 
     def scaled(self, sx: float, sy: float) -> "Face":
         """The same face in an image resized by (sx, sy) (pixel-index convention)."""

@@ -1,10 +1,19 @@
 """dlib face backend: HOG frontal-face detector + the iBUG 68-point shape predictor, fully offline.
 
 The predictor weights ship in the `face_recognition_models` package (located on disk without
-importing it: its __init__ pulls in the deprecated pkg_resources). Detection runs on a copy whose
-longest side is at most DETECT_MAX_SIDE (HOG at full resolution is slow on CPU); small images are
-upsampled once so faces down to ~40 px are found. Landmarks are predicted on the working image and
-returned in original-image pixels.
+importing it: its __init__ pulls in the deprecated pkg_resources).
+
+Landmarks follow the paper's `ProcessWildImage.py`: HOG with one upsampling on the full-resolution
+photo, then the shape predictor on the same pixels in each detected rectangle. The predictor is very
+sensitive to its rectangle (a 2-px shift moves points by up to 6 px on a 460-px face), and dlib's
+rectangles depend on the whole image's pyramid (a crop or a rescaled copy gives other ones), so:
+- photos up to `RECIPE_PIXELS` are detected exactly as the paper does: the same rectangles, the
+  same landmarks, the same aligned crop;
+- larger photos are searched at the scale chosen for the smallest face worth finding
+  (`wplus.faces.views`: ~80-px faces are found in big photos too) and the predictor runs on the
+  original pixels inside the mapped-back rectangle: close to the paper's, not identical;
+- the predictor always runs on the working image, which is the original photo up to
+  `wplus.faces.image.MAX_WORKING_PIXELS`.
 """
 from __future__ import annotations
 
@@ -14,15 +23,19 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from wplus.errors import MissingWeightsError, WPlusError
+from wplus.faces import views
 from wplus.faces.image import NormalizedImage
 
 NAME = "dlib"
-DETECT_MAX_SIDE = 1024
-#: Detection copies at most this long are upsampled once (dlib's HOG window is 80 px).
-UPSAMPLE_MAX_SIDE = 800
+#: dlib's HOG window: faces from about this width (detection pixels) are found without upsampling.
+HOG_MIN_FACE_PX = 80
+#: One search pass covers at most this many pixels (dlib's HOG features of it: about 200 MB).
+DETECT_MAX_PIXELS = 25_000_000
+#: Photos up to this size are detected exactly as the paper does: HOG on the 2x-upsampled photo
+#: (2048 x 2048: about 4 s and 150 MB on one CPU core; the cost grows with the photo's area).
+RECIPE_PIXELS = 2048 * 2048
 #: HOG scores below this are mostly false positives or heavily blurred background faces.
 MIN_SCORE = 0.25
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -66,24 +79,19 @@ def release() -> None:
     _models.cache_clear()
 
 
-def _detection_copy(img: Image.Image) -> tuple[np.ndarray, float, float]:
-    k = min(1.0, DETECT_MAX_SIDE / max(img.size))
-    small = img
-    if k < 1.0:
-        small = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))),
-                           Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.asarray(small), small.width / img.width, small.height / img.height
+def _hog(detector, arr: np.ndarray, upsample: int) -> list[tuple[np.ndarray, float]]:
+    """(box edges, score) of every face HOG finds in `arr` with `upsample` doublings."""
+    rects, scores, _ = detector.run(np.ascontiguousarray(arr), upsample, 0.0)
+    return [(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], dtype=np.float64), float(s))
+            for r, s in zip(rects, scores) if s >= MIN_SCORE]
 
 
-def _hog(detector, arr: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
-    tries = (1,) if max(arr.shape[:2]) <= UPSAMPLE_MAX_SIDE else (0, 1)
-    for upsample in tries:
-        rects, scores, _ = detector.run(arr, upsample, 0.0)
-        found = [((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
-                 for r, s in zip(rects, scores) if s >= MIN_SCORE]
-        if found:
-            return found
-    return []
+def _search(detector, norm: NormalizedImage) -> list[tuple[np.ndarray, float]]:
+    """Boxes (working pixels) of the faces of at least ~MIN_FACE_PX original pixels."""
+    found = []
+    for view in views.detection_views(norm, HOG_MIN_FACE_PX, DETECT_MAX_PIXELS, DETECT_MAX_PIXELS):
+        found += [(view.box_to_working(box), score, None) for box, score in _hog(detector, view.pixels, 0)]
+    return [(box, score) for box, score, _ in views.merge(found)]
 
 
 def detect(norm: NormalizedImage) -> list:
@@ -93,22 +101,16 @@ def detect(norm: NormalizedImage) -> list:
     detector, predictor = _models()
     dlib = _import_dlib()
     work = norm.image
-    arr, sx, sy = _detection_copy(work)
+    arr = np.ascontiguousarray(np.asarray(work))
     with _lock:
-        found = _hog(detector, arr)
-        full = np.asarray(work) if found else None
+        if work.width * work.height <= RECIPE_PIXELS:
+            found = _hog(detector, arr, 1)  # the paper's detection itself
+        else:
+            found = _search(detector, norm)
         faces = []
-        for (x0, y0, x1, y1), score in found:
-            # Back to working pixels (box edges are continuous coordinates: plain division).
-            box = np.array([x0 / sx, y0 / sy, x1 / sx, y1 / sy])
-            rect = dlib.rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
-            shape = predictor(full, rect)
+        for box, score in found:
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            shape = predictor(arr, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
             lm = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-            faces.append(_to_original(norm, box, lm, score, Face))
+            faces.append(Face(tuple(views.box_to_original(norm, box)), norm.to_original(lm), score, NAME))
     return faces
-
-
-def _to_original(norm: NormalizedImage, box: np.ndarray, lm: np.ndarray, score: float, face_cls):
-    sx, sy = norm.scale
-    box_o = box.reshape(2, 2) / [sx, sy]
-    return face_cls(tuple(box_o.ravel()), norm.to_original(lm), score, NAME)

@@ -23,13 +23,22 @@ from PIL import Image
 from wplus.assets import download, registry
 from wplus.assets.io import load_pickle
 from wplus.errors import MissingWeightsError, WPlusError
+from wplus.faces import views
 from wplus.faces.image import NormalizedImage
 
 NAME = "facexlib"
 HOLDS_TORCH_MODELS = True  # prepare_reference releases them after use unless told otherwise
 DETECTOR_KEY = "facexlib/detection"
 PARSER_KEY = "facexlib/parsing"
-DETECT_MAX_SIDE = 1024
+#: RetinaFace finds faces from about this width (detection pixels).
+RETINA_MIN_FACE_PX = 20
+#: One RetinaFace pass covers at most this many pixels (a 1024 x 1024 tile); all passes together
+#: at most DETECT_TOTAL_PIXELS.
+DETECT_VIEW_PIXELS = 1024 * 1024
+DETECT_TOTAL_PIXELS = 16 * 1024 * 1024
+#: Landmarks are re-detected on the working pixels around each face, reduced only for faces wider
+#: than this (RetinaFace's points are precise to a fraction of the face, not of the photo).
+REFINE_FACE_PX = 400
 #: RetinaFace confidence threshold (the WebUI's face restoration uses 0.97; 0.9 keeps smaller faces).
 CONF_THRESHOLD = 0.9
 PARSE_SIZE = 512
@@ -133,27 +142,45 @@ def release() -> None:
         pass
 
 
-def detect(norm: NormalizedImage) -> list:
-    """Faces in a normalised image: boxes and 5 landmarks in original-image pixels."""
+def _run(net, view: views.View) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """(box, score, 5 points) in working pixels from one detection copy."""
     import torch
 
+    bgr = np.ascontiguousarray(view.pixels[..., ::-1])  # facexlib follows OpenCV: BGR
+    with torch.no_grad():
+        rows = np.asarray(net.detect_faces(bgr, CONF_THRESHOLD), dtype=np.float64).reshape(-1, 15)
+    return [(view.box_to_working(r[0:4]), float(r[4]), view.points_to_working(r[5:15].reshape(5, 2)))
+            for r in rows]
+
+
+def _refine(net, work: Image.Image, box: np.ndarray, found: tuple) -> tuple:
+    """Re-detect one face on the working pixels around it; its landmarks come from there."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    pad = 0.5 * side
+    region = (max(0, int(box[0] - pad)), max(0, int(box[1] - pad)),
+              min(work.width, int(np.ceil(box[2] + pad))), min(work.height, int(np.ceil(box[3] + pad))))
+    scale = min(1.0, REFINE_FACE_PX / max(side, 1.0))
+    again = _run(net, views.make_view(work, scale, region))
+    best = max(again, key=lambda f: views.iou(f[0], box), default=None)
+    return best if best is not None and views.iou(best[0], box) > 0.3 else found
+
+
+def detect(norm: NormalizedImage) -> list:
+    """Faces in a normalised image: boxes and 5 landmarks in original-image pixels."""
     from wplus.faces.detect import Face
 
     net = _detector(_device())
     work = norm.image
-    k = min(1.0, DETECT_MAX_SIDE / max(work.size))
-    small = work if k == 1.0 else work.resize(
-        (max(1, round(work.width * k)), max(1, round(work.height * k))), Image.Resampling.BILINEAR)
-    bgr = np.ascontiguousarray(np.asarray(small)[..., ::-1])  # facexlib follows OpenCV: BGR
-    with _lock, torch.no_grad():
-        rows = np.asarray(net.detect_faces(bgr, CONF_THRESHOLD), dtype=np.float64).reshape(-1, 15)
-    sx, sy = small.width / work.width, small.height / work.height
-    faces = []
-    for row in rows:
-        box = row[0:4].reshape(2, 2) / [sx, sy]  # -> working pixels
-        lm = (row[5:15].reshape(5, 2) + 0.5) / [sx, sy] - 0.5
-        wx, wy = norm.scale
-        faces.append(Face(tuple((box / [wx, wy]).ravel()), norm.to_original(lm), float(row[4]), NAME))
+    with _lock:
+        found = []
+        copies = views.detection_views(norm, RETINA_MIN_FACE_PX, DETECT_VIEW_PIXELS, DETECT_TOTAL_PIXELS)
+        for view in copies:
+            found += [(box, score, (lm, view.scale)) for box, score, lm in _run(net, view)]
+        faces = []
+        for box, score, (lm, scale) in views.merge(found):
+            if scale < 1.0 - 1e-6:  # seen on a reduced copy: landmarks from the face's own pixels
+                box, score, lm = _refine(net, work, box, (box, score, lm))
+            faces.append(Face(tuple(views.box_to_original(norm, box)), norm.to_original(lm), score, NAME))
     return faces
 
 

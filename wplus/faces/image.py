@@ -2,13 +2,16 @@
 
 Everything downstream (face detection, alignment, hashing for the identity cache) works on the
 `NormalizedImage` made here, so odd inputs are dealt with once: files, bytes, PIL images and numpy
-arrays; RGBA/LA/palette transparency composited on white; CMYK, greyscale, 1-bit and 16-bit/float
-data; EXIF orientation; truncated or non-image files (-> `ImageInputError`, never a crash later).
+arrays; RGBA/LA/palette transparency composited on white; CMYK, greyscale, 1-bit, 16-bit/float and
+rare PIL modes; EXIF orientation; truncated, corrupt or non-image files (-> `ImageInputError`, never
+a crash later). This is the only image decoder of the package (the WebUI API hands its bytes here).
 
-Huge inputs are bounded: JPEGs are decoded at a reduced scale (`Image.draft`), anything else is
-decoded once and reduced to at most `MAX_WORKING_SIDE` before any other work. Coordinates produced on
-the working image are mapped back to the original (upright, full-resolution) pixel frame with
-`NormalizedImage.to_original`.
+Order of work, so nothing is decoded twice and nothing huge is decoded at all: open (header only),
+our own pixel limit on the header's size (`MAX_DECODE_PIXELS`, whatever the host set
+`PIL.Image.MAX_IMAGE_PIXELS` to; JPEGs are first drafted to a reduced scale), one decode, then the
+orientation (TIFF loaders apply it themselves while decoding and drop the tag), then a reduction to at
+most `MAX_WORKING_PIXELS`. Coordinates produced on the working image are mapped back to the original
+(upright, full-resolution) pixel frame with `NormalizedImage.to_original`.
 """
 from __future__ import annotations
 
@@ -27,13 +30,14 @@ from wplus.errors import ImageInputError
 
 ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
-#: Longest side of the working image. Large enough for a 1024 FFHQ crop of a face that spans a
-#: quarter of the picture; small enough (about 50 MB RGB) to keep memory bounded.
-MAX_WORKING_SIDE = 4096
+#: Pixels of the working image (4096 x 4096, about 50 MB as RGB). Photos up to this size (a 16-MP
+#: phone photo, an 8000 x 512 strip) are worked on at full resolution, so landmarks come from the
+#: original pixels; larger ones are reduced to it once, right after decoding.
+MAX_WORKING_PIXELS = 4096 * 4096
 
-#: Our own decompression-bomb limit for formats that must be decoded in full (PNG, TIFF, WebP...).
-#: PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS at open time anyway; we check explicitly so
-#: the message is ours, and JPEGs are reduced while decoding (draft) before this check applies.
+#: Our own decompression-bomb limit, checked on the header's size before anything is decoded and
+#: independent of `PIL.Image.MAX_IMAGE_PIXELS` (a host may set it to None). JPEGs are drafted
+#: (decoded at 1/2..1/8 scale) first, so only their reduced size counts.
 MAX_DECODE_PIXELS = 180_000_000
 
 _WHITE = (255, 255, 255)
@@ -53,7 +57,8 @@ _TRANSPOSE = {
 class NormalizedImage:
     """An upright RGB working copy plus the size of the original it came from.
 
-    `scale` is (sx, sy): working pixels per original pixel (<= 1; 1 unless the input was huge).
+    `scale` is (sx, sy): working pixels per original pixel (<= 1; 1 unless the input was above
+    `MAX_WORKING_PIXELS`).
     Points use pixel-index coordinates (pixel centres on integers) in both frames.
     """
 
@@ -87,8 +92,8 @@ class NormalizedImage:
         return self._hash[0]
 
 
-def normalize_image(src: ImageLike | NormalizedImage, max_side: int = MAX_WORKING_SIDE) -> NormalizedImage:
-    """Load/convert `src` into a `NormalizedImage` (RGB, upright, longest side <= max_side).
+def normalize_image(src: ImageLike | NormalizedImage, max_pixels: int = MAX_WORKING_PIXELS) -> NormalizedImage:
+    """Load/convert `src` into a `NormalizedImage` (RGB, upright, at most `max_pixels` pixels).
 
     Accepts a path, raw file bytes, a binary file object, a PIL image or a numpy array
     (HxW, HxWx{1,3,4} or CxHxW; uint8, uint16, bool or float in [0, 1]; RGB channel order).
@@ -97,35 +102,57 @@ def normalize_image(src: ImageLike | NormalizedImage, max_side: int = MAX_WORKIN
     if isinstance(src, NormalizedImage):
         return src
     if isinstance(src, np.ndarray):
-        return _finish(_array_to_pil(src), max_side, owned=False)
+        return _finish(_array_to_pil(src), max_pixels, owned=False)
     if isinstance(src, Image.Image):
-        return _from_pil(src, _describe(src), max_side, owned=False)
+        return _from_pil(src, _describe(src), max_pixels, owned=False)
     im, name = _open(src)
-    with im:
-        return _from_pil(im, name, max_side, owned=True)
+    try:
+        norm = _from_pil(im, name, max_pixels, owned=True)
+    except BaseException:
+        _close(im)
+        raise
+    if norm.image is not im:
+        _close(im)
+    elif getattr(im, "fp", None) is not None:  # a multi-frame file keeps its handle open: detach
+        norm = NormalizedImage(image=im.copy(), original_size=norm.original_size)
+        _close(im)
+    return norm
 
 
-def load_image(src: ImageLike, max_side: int = MAX_WORKING_SIDE) -> Image.Image:
+def load_image(src: ImageLike, max_pixels: int = MAX_WORKING_PIXELS) -> Image.Image:
     """Convenience: the normalised RGB PIL image only (see `normalize_image`)."""
-    return normalize_image(src, max_side).image
+    return normalize_image(src, max_pixels).image
 
 
 # --- opening -------------------------------------------------------------------------------------
 
 def _describe(src: object) -> str:
     if isinstance(src, (str, os.PathLike)):
-        return f"'{os.fspath(src)}'"
+        text = os.fspath(src)
+        text = text if len(text) <= 200 else f"{text[:80]}...{text[-80:]}"
+        return f"'{text}'"
     if isinstance(src, Image.Image):
         return f"the {src.mode} {src.width}x{src.height} image"
     name = getattr(src, "name", None)
     return f"'{name}'" if isinstance(name, str) else "the uploaded data"
 
 
+def _unreadable(name: str, e: BaseException) -> ImageInputError:
+    return ImageInputError(
+        f"{name} is not a readable image ({type(e).__name__}: {e}). Use a JPEG, PNG or WebP photo "
+        "(re-export it, or convert HEIC/RAW files first).")
+
+
 def _open(src: ImageLike) -> tuple[Image.Image, str]:
     name = _describe(src)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
-        if not path.is_file():
+        try:
+            exists = path.is_file()
+        except (OSError, ValueError) as e:  # ENAMETOOLONG, a NUL byte in the path...
+            raise ImageInputError(f"Cannot read the image path {name}: {e}. Check the path "
+                                  "(it may be too long or hold invalid characters).") from e
+        if not exists:
             raise ImageInputError(f"No image file at {name}: check the path.")
         fp: object = path
     elif isinstance(src, (bytes, bytearray, memoryview)):
@@ -147,16 +174,29 @@ def _open(src: ImageLike) -> tuple[Image.Image, str]:
         jpeg = _open_huge_jpeg(fp)
         if jpeg is not None:
             return jpeg, name
-        raise ImageInputError(
-            f"{name} is too large to decode safely ({e}). Downscale it below "
-            f"{MAX_DECODE_PIXELS // 1_000_000} megapixels and try again.") from e
+        raise _too_large(name, str(e)) from e
     except UnidentifiedImageError as e:
         raise ImageInputError(
             f"{name} is not an image file this system can read (unrecognised format). "
             "Use a JPEG, PNG or WebP photo (convert HEIC/RAW files first).") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageInputError(f"Could not open {name} as an image: {e}") from e
+    except MemoryError as e:
+        raise _too_large(name, "not enough memory to open it") from e
+    except Exception as e:  # PIL plugins raise many types on crafted headers
+        raise _unreadable(name, e) from e
     return im, name
+
+
+def _too_large(name: str, why: str) -> ImageInputError:
+    return ImageInputError(
+        f"{name} is too large to decode safely ({why}). Downscale it below "
+        f"{MAX_DECODE_PIXELS // 1_000_000} megapixels and try again.")
+
+
+def _close(im: Image.Image) -> None:
+    try:
+        im.close()
+    except Exception:  # closing twice or a half-built plugin object: nothing left to free
+        pass
 
 
 def _open_huge_jpeg(fp: object) -> Image.Image | None:
@@ -174,46 +214,54 @@ def _open_huge_jpeg(fp: object) -> Image.Image | None:
         if magic != b"\xff\xd8\xff":
             return None
         return JpegImagePlugin.JpegImageFile(source)  # the plugin itself does no bomb check
-    except (OSError, SyntaxError, ValueError):
+    except Exception:
         return None
 
 
-def _from_pil(im: Image.Image, name: str, max_side: int, owned: bool) -> NormalizedImage:
+def _from_pil(im: Image.Image, name: str, max_pixels: int, owned: bool) -> NormalizedImage:
     """owned: we opened `im` ourselves, so it may be drafted (a caller's image is never mutated)."""
-    if im.width <= 0 or im.height <= 0:
-        raise ImageInputError(f"{name} is empty ({im.width}x{im.height}).")
-    orientation = _orientation(im)
-    full_size = im.size
-    if owned and getattr(im, "n_frames", 1) > 1:
-        im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-    if owned and isinstance(im, JpegImagePlugin.JpegImageFile) and not _is_loaded(im) \
-            and max(im.size) > max_side:
-        _draft(im, max_side)
-    if im.width * im.height > MAX_DECODE_PIXELS:
+    try:
+        width, height = (int(v) for v in im.size)
+        if owned and getattr(im, "n_frames", 1) > 1:
+            im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+        header_size = (width, height)
+        drafted = False
+        if owned and isinstance(im, JpegImagePlugin.JpegImageFile) and width * height > max_pixels:
+            drafted = _draft(im, max_pixels)
+    except ImageInputError:
+        raise
+    except Exception as e:
+        raise _unreadable(name, e) from e
+    if width <= 0 or height <= 0:
+        raise ImageInputError(f"{name} is empty ({width}x{height}).")
+    w, h = im.size
+    if w * h > MAX_DECODE_PIXELS:  # before any decode, whatever PIL.Image.MAX_IMAGE_PIXELS says
         raise ImageInputError(
-            f"{name} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} megapixels); the "
+            f"{name} is {w}x{h} ({w * h / 1e6:.0f} megapixels); the "
             f"limit is {MAX_DECODE_PIXELS // 1_000_000} megapixels. Downscale it or save it as JPEG.")
     try:
-        im.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        im.load()  # the one decode
+    except MemoryError as e:
+        raise _too_large(name, "not enough memory to decode it") from e
+    except Exception as e:  # OSError, SyntaxError, TypeError, IndexError... from inside the plugins
         raise ImageInputError(
-            f"{name} is truncated or corrupt and cannot be decoded ({e}). "
+            f"{name} is truncated or corrupt: not a readable image ({type(e).__name__}: {e}). "
             "Re-download or re-export the photo.") from e
+    orientation = _orientation(im)  # after decoding: a TIFF loader has already applied and dropped it
+    full_size = header_size if drafted else im.size
     decoded = _to_resizable_mode(im)
     if decoded is not im and owned:
-        im.close()  # free the decoded source early: peak memory matters for huge inputs
-    return _finish(decoded, max_side, orientation, full_size, owned)
+        _close(im)  # free the decoded source early: peak memory matters for huge inputs
+    return _finish(decoded, max_pixels, orientation, full_size, owned)
 
 
-def _is_loaded(im: Image.Image) -> bool:
-    return getattr(im, "im", None) is not None and not getattr(im, "tile", None)
-
-
-def _draft(im: Image.Image, max_side: int) -> None:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below max_side on the longest side."""
+def _draft(im: Image.Image, max_pixels: int) -> bool:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below `max_pixels`. True if reduced."""
     w, h = im.size
-    k = max_side / max(w, h)
+    k = (max_pixels / (w * h)) ** 0.5
+    before = im.size
     im.draft(None, (max(1, int(np.ceil(w * k))), max(1, int(np.ceil(h * k)))))
+    return im.size != before
 
 
 def _orientation(im: Image.Image) -> int:
@@ -231,18 +279,23 @@ def _to_resizable_mode(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode in ("L", "RGB", "RGBA"):
         return im
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return Image.fromarray(_high_depth_to_uint8(np.asarray(im)), "L")
-    if mode == "P":
-        return im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if mode in ("PA", "LA", "La", "RGBa"):
-        return im.convert("RGBA")
-    if mode == "1":
-        return im.convert("L")
     try:
+        if mode in ("I", "F") or mode.startswith("I;16"):
+            return Image.fromarray(_high_depth_to_uint8(np.asarray(im)), "L")
+        if mode == "P":
+            return im.convert("RGBA" if "transparency" in im.info else "RGB")
+        if mode == "1":
+            return im.convert("L")
+        if mode in ("La", "RGBa"):  # premultiplied alpha: PIL un-premultiplies into LA / RGBA
+            im = im.convert("LA" if mode == "La" else "RGBA")
+        if im.mode in ("PA", "LA", "RGBA"):
+            return im.convert("RGBA")
         return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX...
-    except (ValueError, OSError) as e:
-        raise ImageInputError(f"Unsupported image mode {mode!r}: save the photo as an RGB JPEG or PNG.") from e
+    except ImageInputError:
+        raise
+    except Exception as e:
+        raise ImageInputError(
+            f"Unsupported image mode {mode!r} ({e}): save the photo as an RGB JPEG or PNG.") from e
 
 
 def _high_depth_to_uint8(a: np.ndarray) -> np.ndarray:
@@ -286,20 +339,20 @@ def _array_to_pil(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a, mode)
 
 
-def _finish(im: Image.Image, max_side: int, orientation: int = 1,
+def _finish(im: Image.Image, max_pixels: int, orientation: int = 1,
             full_size: tuple[int, int] | None = None, owned: bool = True) -> NormalizedImage:
-    """Reduce to max_side, composite transparency on white, RGB, apply EXIF orientation.
+    """Reduce to max_pixels, composite transparency on white, RGB, apply EXIF orientation.
 
     owned: `im` may be closed once reduced (never a caller's own image)."""
     if im.mode not in ("L", "RGB", "RGBA"):
         im = _to_resizable_mode(im)
     full_w, full_h = full_size or im.size
-    if max(im.size) > max_side:
-        k = max_side / max(im.size)
-        size = (max(1, round(im.width * k)), max(1, round(im.height * k)))
+    if im.width * im.height > max_pixels:
+        k = (max_pixels / (im.width * im.height)) ** 0.5
+        size = (max(1, int(im.width * k)), max(1, int(im.height * k)))
         small = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)  # RGBA: premultiplied
         if owned:
-            im.close()
+            _close(im)
         im = small
     if im.mode == "RGBA":
         base = Image.new("RGB", im.size, _WHITE)

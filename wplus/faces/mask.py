@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from wplus.errors import WPlusError
 from wplus.faces.align import map_points
+from wplus.faces.landmarks import IBUG68, key_points
 
 #: Labels of the two facexlib parsers (CelebAMask-HQ classes in each network's own order).
 PARSER_LABELS = {
@@ -63,8 +64,8 @@ def _fill(polygon: np.ndarray, size: int) -> np.ndarray:
 def landmark_outline(points: np.ndarray) -> np.ndarray:
     """68 aligned points -> the face outline: jaw hull plus brows raised over the forehead."""
     pts = np.asarray(points, dtype=np.float64)
-    jaw, brows = pts[0:17], pts[17:27]
-    up = brows.mean(0) - pts[8]  # chin -> brows: the face's own "up"
+    jaw, brows = pts[IBUG68["jaw"]], pts[IBUG68["brows"]]
+    up = brows.mean(0) - pts[IBUG68["chin"]]  # chin -> brows: the face's own "up"
     raised = brows + up * FOREHEAD
     return _convex_hull(np.concatenate([jaw, brows, raised]))
 
@@ -85,7 +86,7 @@ def landmark_mask(points: np.ndarray, size: int, sigma: float | None = None) -> 
 
 
 def _five_point_ellipse(pts: np.ndarray, n: int = 64) -> np.ndarray:
-    eye_l, eye_r, _, mouth_l, mouth_r = pts
+    eye_l, eye_r, mouth_l, mouth_r = key_points(pts)
     eye_avg, mouth_avg = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
     down = mouth_avg - eye_avg
     h = np.hypot(*down)
