@@ -172,7 +172,7 @@ def test_no_face_gives_clear_error():
 def test_bad_files_fail_before_any_model(tmp_path):
     txt = tmp_path / "face.jpg"
     txt.write_text("definitely not a jpeg")
-    with pytest.raises(ImageInputError, match="not an image"):
+    with pytest.raises(ImageInputError, match="not a readable image"):
         detect_faces(txt)
     buf = io.BytesIO()
     Image.fromarray(_astronaut()).save(buf, "JPEG", quality=90)

@@ -142,7 +142,7 @@ def zlib_rows(w: int, h: int) -> bytes:
 @pytest.mark.parametrize("name", ["QOI-13000", "DDS-zeros", "FTEX-zeros", "GIF-65535-screen", "BMP-60000"])
 def test_tiny_files_claiming_huge_sizes(name):
     data = dict((n, d) for n, d, _ in huge_claims())[name]
-    with pytest.raises(ImageInputError, match="not a readable image|megapixels|too large|not an image"):
+    with pytest.raises(ImageInputError, match="not a readable image|megapixels|too large"):
         _read(data)
 
 

@@ -161,7 +161,7 @@ def test_truncated_jpeg_and_png_give_clear_errors(tmp_path):
 def test_non_image_inputs_give_clear_errors(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("this is not a photo\n" * 20)
-    with pytest.raises(ImageInputError, match="not an image file"):
+    with pytest.raises(ImageInputError, match="not a readable image"):
         normalize_image(text)
     with pytest.raises(ImageInputError, match="No image file"):
         normalize_image(tmp_path / "missing.jpg")

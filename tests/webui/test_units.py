@@ -71,7 +71,7 @@ def test_decode_image_forms():
     img.save(buf, format="PNG")
     b64 = base64.b64encode(buf.getvalue()).decode()
     for value in (b64, "data:image/png;base64," + b64, buf.getvalue(), img):
-        assert api_args.decode_image(value).getpixel((0, 0)) == (10, 20, 30)
+        assert api_args.decode_image(value).image.getpixel((0, 0)) == (10, 20, 30)
     with pytest.raises(ImageInputError, match="base64"):
         api_args.decode_image("not base64!")
     with pytest.raises(ImageInputError, match="not a readable image"):

@@ -177,7 +177,7 @@ def _open(src: ImageLike) -> tuple[Image.Image, str]:
         raise _too_large(name, str(e)) from e
     except UnidentifiedImageError as e:
         raise ImageInputError(
-            f"{name} is not an image file this system can read (unrecognised format). "
+            f"{name} is not a readable image (unrecognised format). "
             "Use a JPEG, PNG or WebP photo (convert HEIC/RAW files first).") from e
     except MemoryError as e:
         raise _too_large(name, "not enough memory to open it") from e

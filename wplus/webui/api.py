@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from typing import Any, Mapping
 
 from wplus.errors import ImageInputError
@@ -69,17 +68,15 @@ def parse(obj: Mapping[str, Any], limits: Mapping[str, tuple[float, float]] | No
 
 
 def decode_image(value: Any):
-    """A PIL image from a PIL image, an HxWxC array, or base64 (optionally a data: URL)."""
+    """The reference photo as a `NormalizedImage` (`wplus.faces.image`, the one image decoder) from a
+    PIL image, an HxWxC array, file bytes or base64 (optionally a data: URL); None if there is none."""
+    import numpy as np
     from PIL import Image
+
+    from wplus.faces.image import normalize_image
 
     if value is None:
         return None
-    if isinstance(value, Image.Image):
-        return value
-    if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
-        import numpy as np
-
-        return Image.fromarray(np.asarray(value))
     if isinstance(value, str):
         if len(value) > MAX_BASE64_CHARS:
             raise ImageInputError("W+ reference: the base64 image is larger than 64 MB")
@@ -89,14 +86,16 @@ def decode_image(value: Any):
         except (binascii.Error, ValueError) as e:
             raise ImageInputError("W+ reference: not valid base64 image data (send the PNG/JPEG file bytes "
                                   "base64-encoded, optionally as a data: URL)") from e
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            image = Image.open(io.BytesIO(value))
-            image.load()
-            return image
-        except Exception as e:  # PIL raises several types for undecodable data
-            raise ImageInputError(f"W+ reference: the data is not a readable image ({e})") from e
-    raise ImageInputError(f"W+ reference: expected an image or base64 string, got {type(value).__name__}")
+    if isinstance(value, (Image.Image, bytes, bytearray)):
+        src = value
+    elif hasattr(value, "__array__"):
+        src = np.asarray(value)
+    else:
+        raise ImageInputError(f"W+ reference: expected an image or base64 string, got {type(value).__name__}")
+    try:
+        return normalize_image(src)
+    except ImageInputError as e:
+        raise ImageInputError(f"W+ reference: {e}") from e
 
 
 def _source(obj: Mapping[str, Any], prefix: str) -> tuple[Source, Any, str, int]:
