@@ -217,9 +217,8 @@ def cmd_directions(args: argparse.Namespace) -> int:
             continue
         print(f"{group}:")
         for d in items:
-            where = f"layers {d.layers[0]}-{d.layers[1] - 1}" if d.vector is None else "all layers"
             print(f"  {d.name:28s} {d.source:12s} range {d.minimum:g}..{d.maximum:g}  "
-                  f"suggested {d.suggested:g}  ({where})")
+                  f"suggested {d.suggested:g}  ({d.layers_text})")
     print(f"{len(library)} directions. Use: --edit NAME=STRENGTH (0 = no change).")
     return 0
 

@@ -108,7 +108,11 @@ def test_directions_and_download_listing(models, capsys):
     assert main(["directions", "--models", str(models), "--no-download"]) == 0
     out = capsys.readouterr().out
     assert "expression:" in out and "pose:" in out and "65 directions" in out
-    assert "lipstick" in out and "layers 10-10" in out
+    assert "lipstick" in out and "(layer 10)" in out
+    # per format, which W+ layers an edit touches
+    line = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ")}
+    assert "interfacegan" in line["smile"] and "(all 18 layers)" in line["smile"]
+    assert "latent" in line["latent/smile"] and "(layers 0-7)" in line["latent/smile"]
     assert main(["download", "--check", "--what", "directions", "--models", str(models)]) == 0
     out = capsys.readouterr().out
     assert "MISSING" not in out and out.count(" ok ") == 25

@@ -56,14 +56,25 @@ def test_library_lists_all_paper_directions_with_groups(lib):
         assert d.group in ("expression", "age & gender", "pose", "shape", "hair", "appearance", "lighting", "other")
 
 
-def test_latent_direction_is_added_in_float64(lib, w1):
+def test_latent_direction_changes_rows_0_to_7_only_like_the_paper(lib, w1):
+    # test_demo.ipynb: id_noise[:, :8] = (id_noise0 + s * direction)[:, :8]
     d = np.load(W_DIR / "latent_directions/glasses.npy")
-    expected = (w1.double() + 1.5 * torch.from_numpy(d)).float()
+    expected = w1.double().clone()
+    expected[:, :8] = (w1.double() + 1.5 * torch.from_numpy(d))[:, :8]
     out = apply_edits(w1, {"glasses": 1.5}, lib)
     assert out.dtype == torch.float32 and out.shape == (1, 18, 512)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, expected.float(), rtol=0, atol=1e-6)
+    assert torch.equal(out[:, 8:], w1[:, 8:])  # rows 8-17 untouched, bit for bit
+    assert (out[:, :8] != w1[:, :8]).any(dim=-1).all()  # every row 0-7 moves
     # a hand-picked coordinate, written out
     assert out[0, 7, 100].item() == pytest.approx(w1[0, 7, 100].item() + 1.5 * d[7, 100], abs=1e-6)
+    assert np.abs(d[8:]).max() > 0  # the file has content there: it is the paper's rule that drops it
+    for name in lib.names():
+        direction = lib.get(name)
+        if direction.source == "latent":
+            assert direction.layers == (0, 8) and direction.layers_text == "layers 0-7"
+        elif direction.source == "interfacegan":
+            assert direction.layers == (0, 18) and direction.layers_text == "all 18 layers"
 
 
 def test_interfacegan_is_broadcast_to_18_layers(lib, w1):
@@ -163,6 +174,7 @@ def test_user_folder_directions(tmp_path):
     torch.save(torch.ones(1, 512), user / "brighter.pt")
     save_file({"dir": torch.full((1, 18, 512), 0.5)}, str(user / "freckles.safetensors"),
               metadata={"group": "appearance", "min": "-3", "max": "3", "suggested": "1"})
+    save_file({"dir": torch.ones(512)}, str(user / "jaw.safetensors"), metadata={"layers": "2:5"})
     np.save(user / "bad.npy", np.zeros((3, 3)))
     with pytest.raises(DirectionError, match=r"bad\.npy.*shape"):
         DirectionLibrary.from_folders(W_DIR, user)
@@ -174,7 +186,17 @@ def test_user_folder_directions(tmp_path):
     out = apply_edits(w, {"pout": 2.0, "brighter": -1.0, "freckles": 1.0}, lib)
     expected = (2.0 * torch.from_numpy(np.load(user / "pout.npy")) - 1.0 + 0.5).float()
     torch.testing.assert_close(out, expected.expand(2, 18, 512), rtol=0, atol=1e-6)
-    assert lib.get("pout").group == "other"
+    assert lib.get("pout").group == "other" and lib.get("pout").layers == (0, 18)
+    # a file's own layer range (metadata "FIRST:END"): only rows 2-4 move
+    jaw = lib.get("jaw")
+    assert jaw.layers == (2, 5) and jaw.layers_text == "layers 2-4"
+    out = apply_edits(w, {"jaw": 3.0}, lib)
+    assert torch.equal(out[:, 2:5], torch.full((2, 3, 512), 3.0))
+    assert not out[:, :2].any() and not out[:, 5:].any()
+    for bad in ("0-8", "5:5", "0:19", "x:3"):
+        save_file({"dir": torch.ones(512)}, str(user / "jaw.safetensors"), metadata={"layers": bad})
+        with pytest.raises(DirectionError, match="FIRST:END"):
+            DirectionLibrary.from_folders(W_DIR, user)
 
 
 def test_mix_endpoints_exact_and_layer_groups(w1):

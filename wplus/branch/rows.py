@@ -30,11 +30,22 @@ def batch_rows(tensor_or_dict) -> int:
     return int(tensor_or_dict.shape[0])
 
 
+#: The paper's pipeline never delays the identity by more than this many steps
+#: (`generate_idnoise`: start_embed_step = min(int(start% * steps), 30)).
+MAX_START_STEPS = 30
+
+
+def start_step(total_steps: int, start: float) -> float:
+    """The last step index without the identity: start * steps, at most MAX_START_STEPS."""
+    return min(start * total_steps, MAX_START_STEPS)
+
+
 def branch_on(step: int, total_steps: int, start: float) -> bool:
-    """Delayed subject conditioning (the paper's pipeline): off while step index <= start * steps.
+    """Delayed subject conditioning (the paper's pipeline): off while step index <= start * steps,
+    capped at MAX_START_STEPS steps (so a 100-step run with start 0.5 turns it on after step 30).
 
     `start` is a fraction in [0, 1]; 0 means on from the first step.
     """
     if start <= 0 or total_steps <= 0:
         return True
-    return step > start * total_steps
+    return step > start_step(total_steps, start)

@@ -1,21 +1,22 @@
 """StyleGAN W+ edit directions (the paper's three formats plus user files) and identity mixing.
 
-Formats, as the paper's code uses them:
-- `latent_directions/*.npy` (18,512) float64: added, `w + s * d`;
-- `interfacegan_directions/*.pt` (1,512) unit vectors: broadcast to the 18 layers, `w + s * d`;
+Formats, as the paper's code uses them (`test_demo.ipynb`, `script/utils_direction.py`), and the
+W+ layers each moves (`direction_names.LAYERS`):
+- `latent_directions/*.npy` (18,512) float64: added on layers 0-7 only, `w[:8] + s * d[:8]`;
+- `interfacegan_directions/*.pt` (1,512) unit vectors: broadcast to all 18 layers, `w + s * d`;
 - GANSpace `gan_space/ffhq_pca.pt` {mean (1,512), comp (80,1,512), std (80)} + `ganspace_configs.csv`
   (name, component, first layer, end layer, suggested strength): the edit *sets* the component's
   coordinate, measured on layer 0 in units of its std, to the strength `s` on layers
   [first, end):  c = <w[0] - mean, comp_k> / std_k ;  w[first:end] += (s - c) * comp_k * std_k.
 - user folder: `.npy` / `.pt` / `.safetensors` tensors of shape (512,), (1,512), (18,512) or
-  (1,18,512), added like the latent directions.
+  (1,18,512), added on all 18 layers, or on the rows a safetensors file's `layers` metadata names.
 
 Strength 0 means "no edit" for every direction (a slider at rest never changes the face), so a
-GANSpace edit is applied only for a non-zero strength.
+GANSpace edit is applied only for a non-zero strength. Files are read by
+`wplus.stylegan.direction_files`; names, groups and order come from `wplus.stylegan.direction_names`.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import threading
@@ -23,50 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import torch
 
-from wplus.assets.io import load_pickle
-from wplus.errors import DirectionError, MissingWeightsError
+from wplus.errors import DirectionError
 from wplus.geometry import NUM_STYLES, STYLE_DIM, STYLE_GROUPS
+from wplus.stylegan.direction_files import (  # noqa: F401 (GanSpacePCA, read_ganspace_configs: public here)
+    GanSpacePCA,
+    load_ganspace_pca,
+    read_ganspace_configs,
+    scan_official,
+    scan_user,
+)
+from wplus.stylegan.direction_names import GROUP_OF, GROUPS, SOURCES, assign_names, describe_layers, sort_key  # noqa: F401
 from wplus.stylegan.edit_text import parse_edits  # noqa: F401 (public here: the CLI's --edit parser)
 
-GROUPS = ("expression", "age & gender", "pose", "shape", "hair", "appearance", "lighting", "other")
-SOURCES = ("interfacegan", "latent", "ganspace", "user")  # priority for plain names
-
-_GROUP_OF = {
-    "expression": (
-        "smile", "emotion_angry", "emotion_disgust", "emotion_easy", "emotion_fear", "emotion_happy",
-        "emotion_sad", "emotion_surprise", "eyes_open", "big_smile", "caricature_smile", "scary_eyes",
-        "disgusted", "displeased", "eye_openness", "fearful_eyes", "huge_grin", "in_awe", "wide_smile",
-        "screaming", "show_front_teeth", "happy_frizzy_hair",
-    ),
-    "age & gender": (
-        "age", "gender", "elderly_woman", "happy_elderly_lady", "boyishness", "wrinkles", "eye_wrinkles",
-        "lipstick_and_age",
-    ),
-    "pose": ("angle_horizontal", "angle_pitch", "head_angle_up"),
-    "shape": ("face_shape", "width", "height", "face_roundness", "large_jaw", "short_face", "nose_length"),
-    "hair": (
-        "frizzy_hair", "bald", "curly_hair", "dark_hair", "hairline", "straight_bowl_cut", "white_hair",
-    ),
-    "appearance": (
-        "beauty", "glasses", "race_black", "race_white", "race_yellow", "lipstick", "mascara_vs_beard",
-        "trimmed_beard", "eyebrow_thickness",
-    ),
-    "lighting": (
-        "background_blur", "dark_bg_shiny_hair", "dark_hair_and_light_pos", "light_lr", "overexposed",
-        "sunlight_in_face",
-    ),
-}
-GROUP_OF: dict[str, str] = {name: group for group, names in _GROUP_OF.items() for name in names}
-
-
-@dataclass(frozen=True)
-class GanSpacePCA:
-    mean: torch.Tensor  # (512,)
-    comp: torch.Tensor  # (K, 512)
-    std: torch.Tensor  # (K,)
+USER_SUBDIR = "w_direction_user"
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,26 +56,32 @@ class Direction:
     default: float = 0.0  # the slider's rest value: no edit
     vector: torch.Tensor | None = None  # (18,512) for additive directions
     component: int | None = None  # GANSpace
-    layers: tuple[int, int] = (0, NUM_STYLES)  # GANSpace layer range [first, end)
+    layers: tuple[int, int] = (0, NUM_STYLES)  # the W+ rows [first, end) the edit moves
     pca: GanSpacePCA | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
         return self.name.replace("_", " ")
 
+    @property
+    def layers_text(self) -> str:
+        return describe_layers(self.layers)
+
     def delta(self, w: torch.Tensor, strength: float) -> torch.Tensor:
         """What this edit adds to `w` (B,18,512), computed in at least float32."""
         work = w.to(_work_dtype(w.dtype))
+        first, end = self.layers
         if self.vector is not None:  # kept at the file's precision (float64 for the .npy files)
             dtype = torch.promote_types(work.dtype, self.vector.dtype)
-            return strength * self.vector.to(device=work.device, dtype=dtype)
+            out = torch.zeros(work.shape, dtype=dtype, device=work.device)
+            out[:, first:end] = strength * self.vector[first:end].to(device=work.device, dtype=dtype)
+            return out
         pca = self.pca
         comp = pca.comp[self.component].to(work)
         std = pca.std[self.component].to(work)
         coord = ((work[:, 0] - pca.mean.to(work)) @ comp) / std  # (B,)
         step = ((strength - coord) * std)[:, None] * comp  # (B,512)
         out = torch.zeros_like(work)
-        first, end = self.layers
         out[:, first:end] = step[:, None, :]
         return out
 
@@ -133,10 +111,11 @@ class DirectionLibrary:
         """Load the paper's `w_direction/` folder and/or a folder of user directions."""
         found: list[tuple[str, str, dict]] = []  # (source, stem, Direction kwargs)
         if official is not None:
-            found += _scan_official(Path(official))
+            found += scan_official(Path(official))
         if user is not None and Path(user).is_dir():
-            found += _scan_user(Path(user))
-        return cls(_name_all(found))
+            found += scan_user(Path(user))
+        return cls(Direction(name=name, key=key, source=source, **kwargs)
+                   for name, key, (source, _, kwargs) in assign_names(found))
 
     def __len__(self) -> int:
         return len(self._by_name)
@@ -152,9 +131,8 @@ class DirectionLibrary:
 
     def list(self, group: str | None = None) -> list[Direction]:
         """Sorted by group (in GROUPS order), then name."""
-        order = {g: i for i, g in enumerate(GROUPS)}
         items = [d for d in self._by_name.values() if group is None or d.group == group]
-        return sorted(items, key=lambda d: (order.get(d.group, len(GROUPS)), d.name))
+        return sorted(items, key=lambda d: sort_key(d.group, d.name))
 
     def by_group(self) -> dict[str, list[Direction]]:
         out: dict[str, list[Direction]] = {}
@@ -169,154 +147,6 @@ class DirectionLibrary:
             hint = f" Did you mean: {', '.join(near)}?" if near else " Run `python -m wplus directions` to list them."
             raise DirectionError(f"unknown edit direction {name!r}.{hint}")
         return d
-
-
-def _name_all(found: list[tuple[str, str, dict]]) -> list[Direction]:
-    """Plain names go to the highest-priority source; the others keep `source/stem`."""
-    rank = {s: i for i, s in enumerate(SOURCES)}
-    taken: set[str] = set()
-    out = []
-    for source, stem, kwargs in sorted(found, key=lambda f: (rank[f[0]], f[1])):
-        key = f"{source}/{stem}"
-        name = stem if stem not in taken else key
-        taken.add(name)
-        out.append(Direction(name=name, key=key, source=source, **kwargs))
-    return out
-
-
-# --- loading -------------------------------------------------------------------------------------
-
-
-def _as_wplus_vector(t: torch.Tensor | np.ndarray, origin: str) -> torch.Tensor:
-    """(512,), (1,512), (18,512) or (1,18,512) -> (18,512) float32."""
-    if not isinstance(t, (torch.Tensor, np.ndarray)):
-        raise DirectionError(f"{origin}: expected a tensor or array, found {type(t).__name__}")
-    t = torch.as_tensor(t).detach().cpu()
-    if not torch.is_floating_point(t):
-        raise DirectionError(f"{origin}: a direction must hold floats, got {t.dtype}")
-    shape = tuple(t.shape)
-    if shape in ((STYLE_DIM,), (1, STYLE_DIM)):
-        t = t.reshape(1, STYLE_DIM).expand(NUM_STYLES, STYLE_DIM)
-    elif shape in ((NUM_STYLES, STYLE_DIM), (1, NUM_STYLES, STYLE_DIM)):
-        t = t.reshape(NUM_STYLES, STYLE_DIM)
-    else:
-        raise DirectionError(
-            f"{origin}: a direction must have shape (512,), (1,512), (18,512) or (1,18,512), got {shape}"
-        )
-    if not torch.isfinite(t).all():
-        raise DirectionError(f"{origin}: the direction holds NaN or infinite values")
-    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32).contiguous()
-
-
-def _additive(vector: torch.Tensor, group: str, bound: float, suggested: float) -> dict:
-    return dict(group=group, minimum=-bound, maximum=bound, suggested=suggested, step=0.1, vector=vector)
-
-
-def _scan_official(root: Path) -> list[tuple[str, str, dict]]:
-    if not root.is_dir():
-        raise MissingWeightsError(
-            f"The edit directions folder {root} does not exist. Run `python -m wplus download --what "
-            f"directions` or copy the paper's w_direction/ folder there."
-        )
-    found = []
-    for path in sorted((root / "latent_directions").glob("*.npy")):
-        vec = _as_wplus_vector(np.load(path, allow_pickle=False), str(path))
-        found.append(("latent", path.stem, _additive(vec, GROUP_OF.get(path.stem, "other"), 5.0, 2.0)))
-    for path in sorted((root / "interfacegan_directions").glob("*.pt")):
-        vec = _as_wplus_vector(_torch_load(path), str(path))
-        found.append(("interfacegan", path.stem, _additive(vec, GROUP_OF.get(path.stem, "other"), 5.0, 3.0)))
-    pca_path = root / "gan_space" / "ffhq_pca.pt"
-    tables = (root / "gan_space" / "ganspace_configs.csv", root / "ganspace_configs.csv")
-    csv_path = next((p for p in tables if p.is_file()), None)
-    if pca_path.is_file() and csv_path is not None:
-        pca = load_ganspace_pca(pca_path)
-        for name, comp, first, end, strength in read_ganspace_configs(csv_path):
-            if not (0 <= comp < pca.comp.shape[0] and 0 <= first < end <= NUM_STYLES):
-                raise DirectionError(f"{csv_path}: row {name!r} has component {comp} / layers [{first},{end}) "
-                                     "out of range")
-            bound = float(max(10, math.ceil(1.5 * abs(strength))))
-            found.append(("ganspace", name, dict(
-                group=GROUP_OF.get(name, "other"), minimum=-bound, maximum=bound, suggested=float(strength),
-                step=0.5, component=comp, layers=(first, end), pca=pca,
-            )))
-    return found
-
-
-def _scan_user(root: Path) -> list[tuple[str, str, dict]]:
-    found = []
-    for path in sorted(root.iterdir()):
-        suffix = path.suffix.lower()
-        if suffix not in (".npy", ".pt", ".pth", ".safetensors") or not path.is_file():
-            continue
-        meta: dict[str, str] = {}
-        if suffix == ".npy":
-            tensors = {path.stem: np.load(path, allow_pickle=False)}
-        elif suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                keys = list(f.keys())
-                tensors = {(path.stem if len(keys) == 1 else k): f.get_tensor(k) for k in keys}
-        else:
-            obj = _torch_load(path)
-            tensors = obj if isinstance(obj, dict) else {path.stem: obj}
-        for stem, t in tensors.items():
-            vector = _as_wplus_vector(t, f"{path}[{stem}]")
-            found.append(("user", str(stem), _user_kwargs(vector, str(stem), meta, path)))
-    return found
-
-
-def _user_kwargs(vec: torch.Tensor, stem: str, meta: Mapping[str, str], path: Path) -> dict:
-    """Safetensors metadata may set `group`, `min`, `max`, `suggested`."""
-    try:
-        lo = float(meta.get("min", -5.0))
-        hi = float(meta.get("max", 5.0))
-        suggested = float(meta.get("suggested", 2.0))
-    except ValueError as exc:
-        raise DirectionError(f"{path}: bad slider metadata ({exc})") from None
-    group = meta.get("group", GROUP_OF.get(stem, "other"))
-    return dict(group=group, minimum=lo, maximum=hi, suggested=suggested, step=0.1, vector=vec)
-
-
-def _torch_load(path: Path):
-    try:
-        return load_pickle(path)
-    except Exception as exc:  # a pickle with code, or a corrupt file
-        raise DirectionError(f"{path} is not a plain tensor file torch can load safely ({exc})") from None
-
-
-def load_ganspace_pca(path: str | os.PathLike) -> GanSpacePCA:
-    data = _torch_load(Path(path))
-    try:
-        mean = torch.as_tensor(data["mean"]).reshape(-1).float()
-        comp = torch.as_tensor(data["comp"]).float()
-        comp = comp.reshape(comp.shape[0], -1)
-        std = torch.as_tensor(data["std"]).reshape(-1).float()
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise DirectionError(f"{path}: expected a GANSpace dict {{mean, comp, std}} ({exc})") from None
-    if mean.numel() != STYLE_DIM or comp.shape[1] != STYLE_DIM or std.numel() != comp.shape[0]:
-        raise DirectionError(f"{path}: GANSpace shapes mean {tuple(mean.shape)}, comp {tuple(comp.shape)}, "
-                             f"std {tuple(std.shape)} do not fit W ({STYLE_DIM})")
-    return GanSpacePCA(mean=mean, comp=comp, std=std)
-
-
-def read_ganspace_configs(path: str | os.PathLike) -> list[tuple[str, int, int, int, float]]:
-    """Rows (name, component, first layer, end layer, strength); tab- or comma-separated."""
-    rows = []
-    with open(path, newline="") as f:
-        text = f.read()
-    delimiter = "\t" if "\t" in text else ","
-    for i, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), 1):
-        row = [c.strip() for c in row if c.strip()]
-        if not row or row[0].startswith("#"):
-            continue
-        try:
-            name, comp, first, end, strength = row[0], int(row[1]), int(row[2]), int(row[3]), float(row[4])
-        except (IndexError, ValueError):
-            raise DirectionError(f"{path}:{i}: expected 'name component first end strength', got {row}") from None
-        rows.append((name, comp, first, end, strength))
-    return rows
 
 
 # --- default library -----------------------------------------------------------------------------
@@ -343,9 +173,6 @@ def default_library(models_dir: str | os.PathLike | None = None, allow_download:
                 models / registry.DIRECTIONS_SUBDIR, models / USER_SUBDIR
             )
         return _default[key]
-
-
-USER_SUBDIR = "w_direction_user"
 
 
 # --- applying edits ------------------------------------------------------------------------------

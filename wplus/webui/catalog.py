@@ -78,16 +78,6 @@ def _mark_advanced(infos: list[DirectionInfo]) -> list[DirectionInfo]:
     return [replace(d, advanced=d.name != d.stem and d.stem in plain) for d in infos]
 
 
-def _vector_layers(direction) -> tuple[int, int]:
-    layers = getattr(direction, "layers", (0, NUM_STYLES))
-    vector = getattr(direction, "vector", None)
-    if vector is not None and vector.dim() == 2 and vector.shape[0] == NUM_STYLES:
-        rows = vector.abs().sum(dim=1).nonzero().flatten().tolist()
-        if rows:
-            return int(rows[0]), int(rows[-1]) + 1
-    return tuple(layers)
-
-
 @dataclass(frozen=True)
 class AdapterChoices:
     """The adapter dropdown: file names, the one to select, and a note when it is not on disk."""
@@ -163,7 +153,7 @@ def direction_catalog(models_dir: Path) -> list[DirectionInfo]:
         if official.is_dir():
             lib = DirectionLibrary.from_folders(official, user)
             return _mark_advanced([DirectionInfo(d.name, d.group, d.minimum, d.maximum, d.step, d.source,
-                                                 d.key.split("/", 1)[-1], _vector_layers(d)) for d in lib.list()])
+                                                 d.key.split("/", 1)[-1], d.layers) for d in lib.list()])
     except Exception:  # a broken folder must not break the WebUI's start-up; generation reports it
         pass
     return _registry_catalog()
@@ -171,7 +161,7 @@ def direction_catalog(models_dir: Path) -> list[DirectionInfo]:
 
 def _registry_catalog() -> list[DirectionInfo]:
     from wplus.assets import registry
-    from wplus.stylegan.directions import GROUP_OF, GROUPS, SOURCES
+    from wplus.stylegan.direction_names import LAYERS, assign_names, group_of, sort_key
 
     found = []
     for entry in registry.direction_files():
@@ -180,12 +170,6 @@ def _registry_catalog() -> list[DirectionInfo]:
             found.append(("latent", parts.stem))
         elif parts.parent.name == "interfacegan_directions" and parts.suffix == ".pt":
             found.append(("interfacegan", parts.stem))
-    rank = {s: i for i, s in enumerate(SOURCES)}
-    taken: set[str] = set()
-    out = []
-    for source, stem in sorted(found, key=lambda f: (rank[f[0]], f[1])):
-        name = stem if stem not in taken else f"{source}/{stem}"
-        taken.add(name)
-        out.append(DirectionInfo(name, GROUP_OF.get(stem, "other"), -5.0, 5.0, 0.1, source, stem))
-    order = {g: i for i, g in enumerate(GROUPS)}
-    return _mark_advanced(sorted(out, key=lambda d: (order.get(d.group, len(GROUPS)), d.name)))
+    out = [DirectionInfo(name, group_of(stem), -5.0, 5.0, 0.1, source, stem, LAYERS[source])
+           for name, _, (source, stem) in assign_names(found)]
+    return _mark_advanced(sorted(out, key=lambda d: sort_key(d.group, d.name)))
