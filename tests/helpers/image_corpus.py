@@ -47,7 +47,8 @@ def as_mode(rgb: np.ndarray, mode: str) -> Image.Image:
     im = Image.fromarray(rgb, "RGB")
     if mode in ("I;16", "I", "F"):
         grey = np.asarray(im.convert("L")).astype(np.uint16) * 257
-        return Image.fromarray(grey.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]), mode)
+        im = Image.fromarray(grey.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+        return im if im.mode == mode else im.convert(mode)
     if mode in ("LA", "RGBA"):
         base = im.convert(mode[:-1])
         base.putalpha(Image.fromarray(np.linspace(0, 255, rgb.shape[1], dtype=np.uint8)[None].repeat(rgb.shape[0], 0)))
