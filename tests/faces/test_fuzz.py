@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.image_corpus import as_mode, chunk, corpus, encode, huge_claims, png_interlaced, scene
 from wplus.errors import ImageInputError, WPlusError
 from wplus.faces import dlib_backend
 from wplus.faces.detect import detect_faces
 from wplus.faces.image import MAX_DECODE_PIXELS, normalize_image
-
-from helpers.image_corpus import as_mode, chunk, corpus, encode, huge_claims, png_interlaced, scene
 
 
 def _read(src):
@@ -82,7 +81,10 @@ def test_orientation_is_applied_once(fmt, orientation):
     exif = Image.Exif()
     exif[0x0112] = orientation
     kw = {"quality": 95} if fmt == "JPEG" else ({"lossless": True} if fmt == "WEBP" else {})
-    data = encode(stored, fmt, exif=exif.tobytes(), **kw) if fmt != "TIFF" else _tiff_with_orientation(stored, orientation)
+    if fmt == "TIFF":
+        data = _tiff_with_orientation(stored, orientation)
+    else:
+        data = encode(stored, fmt, exif=exif.tobytes(), **kw)
     out = np.asarray(_read(data).image).astype(int)
     assert out.shape == (40, 64, 3), (fmt, orientation, out.shape)
     err = np.abs(out - np.asarray(upright).astype(int)).mean()

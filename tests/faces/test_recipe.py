@@ -12,11 +12,10 @@ import pytest
 from PIL import Image
 
 import wplus
-from wplus.faces import dlib_backend
-from wplus.faces.align import align_face
-
 from conftest import OFFICIAL
 from helpers.paper_recipe import inside_photo, recipe_align, recipe_landmarks
+from wplus.faces import dlib_backend
+from wplus.faces.align import align_face
 
 WILD = OFFICIAL / "test_data" / "in_the_wild"
 

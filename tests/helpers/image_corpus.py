@@ -87,7 +87,8 @@ def png_interlaced(rgb: np.ndarray) -> bytes:
     """An Adam7-interlaced 8-bit RGB PNG (PIL cannot write one), built pass by pass."""
     h, w, _ = rgb.shape
     raw = b""
-    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+    adam7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    for x0, y0, dx, dy in adam7:
         sub = rgb[y0::dy, x0::dx]
         if sub.size:
             raw += b"".join(b"\x00" + row.tobytes() for row in sub)

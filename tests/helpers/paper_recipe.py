@@ -29,8 +29,9 @@ TRANSFORM_SIZE = 4096
 
 @lru_cache(maxsize=1)
 def _dlib_models():
-    import dlib
     import importlib.util
+
+    import dlib
 
     spec = importlib.util.find_spec("face_recognition_models")
     root = Path(list(spec.submodule_search_locations)[0])

@@ -106,7 +106,10 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def merge(found: list[tuple[np.ndarray, float, object]], threshold: float = 0.3) -> list[tuple[np.ndarray, float, object]]:
+Found = tuple[np.ndarray, float, object]
+
+
+def merge(found: list[Found], threshold: float = 0.3) -> list[Found]:
     """Drop duplicates of one face seen by several views: (box, score, extra), best score kept."""
     kept: list[tuple[np.ndarray, float, object]] = []
     for item in sorted(found, key=lambda f: -f[1]):
