@@ -9,7 +9,7 @@ a crash later). This is the only image decoder of the package (the WebUI API han
 Order of work, so nothing is decoded twice and nothing huge is decoded at all: open (header only),
 our own pixel limit on the header's size (`MAX_DECODE_PIXELS`, whatever the host set
 `PIL.Image.MAX_IMAGE_PIXELS` to; JPEGs are first drafted to a reduced scale), one decode, then the
-orientation (TIFF loaders apply it themselves while decoding and drop the tag), then a reduction to at
+orientation (Pillow's TIFF loader applies it itself while decoding), then a reduction to at
 most `MAX_WORKING_PIXELS`. Coordinates produced on the working image are mapped back to the original
 (upright, full-resolution) pixel frame with `NormalizedImage.to_original`.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from wplus.errors import ImageInputError
 
@@ -247,7 +247,9 @@ def _from_pil(im: Image.Image, name: str, max_pixels: int, owned: bool) -> Norma
         raise ImageInputError(
             f"{name} is truncated or corrupt: not a readable image ({type(e).__name__}: {e}). "
             "Re-download or re-export the photo.") from e
-    orientation = _orientation(im)  # after decoding: a TIFF loader has already applied and dropped it
+    # After decoding: Pillow's TIFF loader applies the orientation itself while decoding (9.5 keeps
+    # the tag, 10 and later drop it), so a TIFF is upright already.
+    orientation = 1 if isinstance(im, TiffImagePlugin.TiffImageFile) else _orientation(im)
     full_size = header_size if drafted else im.size
     decoded = _to_resizable_mode(im)
     if decoded is not im and owned:
