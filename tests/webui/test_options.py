@@ -200,7 +200,8 @@ def test_direction_labels_hints_and_advanced_copies(tmp_path):
     assert infos["emotion_easy"].label == "Calm" and not infos["emotion_easy"].advanced
     assert infos["gender"].label == "Gender" and not infos["gender"].advanced  # one source only
     hint = infos["latent/smile"].hint
-    assert "latent" in hint and "'latent/smile'" in hint and "all 18 W+ layers" in hint
+    assert "latent" in hint and "'latent/smile'" in hint and "W+ layers 0-7 of 0-17" in hint  # the paper's :8
+    assert "all 18 W+ layers" in infos["smile"].hint  # InterFaceGAN
     gs = catalog.DirectionInfo("big_smile", "expression", -10, 10, 0.1, "ganspace", "big_smile", (4, 6))
     assert gs.label == "Big smile" and "GANSpace" in gs.hint and "W+ layers 4-5" in gs.hint
     assert catalog.group_label("age & gender") == "Age & gender"
