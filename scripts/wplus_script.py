@@ -4,7 +4,8 @@ Thin glue: the panel, identity resolution, row layout and session live in `wplus
 tested without the WebUI). Lifetime of the branch in one generation:
   process()                       detach stale hooks, resolve identity + adapter, attach, infotext
   process_before_every_sampling() re-attach if the model changed (hires checkpoint)
-  on_cfg_denoiser (every step)    CFG rows -> [identity | zero-W+] bank rows, λ or 0 (delayed start)
+  on_cfg_denoiser (every step)    CFG rows -> [identity | zero-W+] bank rows, λ or 0 (delayed start);
+                                  in Forge each UNet call says its rows (wplus/webui/forge.py)
   postprocess() / p.close()       detach (p.close also runs when sampling raises)
 Anything that keeps the branch from working is reported under the image (p.comment), in the
 image's parameters ("Wplus warning", which API clients see) and in the console, and the image is
@@ -27,7 +28,7 @@ except ImportError:  # older WebUI: plain checkbox + accordion
 from wplus.branch import rows
 from wplus.errors import IncompatibleModelError, WPlusError
 from wplus.webui import api as api_args
-from wplus.webui import catalog, infotext
+from wplus.webui import catalog, forge, infotext
 from wplus.webui import options as panel_state
 from wplus.webui import panel as wpanel
 from wplus.webui import session as generation
@@ -201,9 +202,9 @@ def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
         path = generation.resolve_adapter_path(request.adapter, settings, adapter_dirs(settings)[1:])
         adapter, adapter_hash = generation.load_adapter_cached(path)
         resolved = resolver(settings).resolve(request)
+        host = forge.session_options(p.sd_model) if forge.is_forge(p.sd_model) else dict(device=compute_device())
         session = generation.GenerationSession(
-            adapter, resolved.wplus, generation.BranchPlan(scale=request.scale, start=request.start / 100.0),
-            device=compute_device())
+            adapter, resolved.wplus, generation.BranchPlan(scale=request.scale, start=request.start / 100.0), **host)
         session.attach(unet)
     except IncompatibleModelError as e:
         family = checkpoint_family(p.sd_model)
@@ -267,8 +268,8 @@ def on_cfg_denoiser(params: Any) -> None:
         if session.handle is None or session.handle.unet is not unet:
             session.attach(unet)  # the model changed under us (e.g. a hires-fix checkpoint)
         step, total = _progress(params)
-        session.on_step(int(params.x.shape[0]), rows.batch_rows(params.text_cond), step, total,
-                        hires=bool(getattr(p, "is_hr_pass", False)))
+        n_cond = rows.batch_rows(params.text_cond) if session.rows_per_call is None else 0
+        session.on_step(int(params.x.shape[0]), n_cond, step, total, hires=bool(getattr(p, "is_hr_pass", False)))
     except Exception as e:
         session.close()
         warn(p, f"W+ Adapter stopped mid-generation: {e}")

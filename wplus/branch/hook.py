@@ -3,13 +3,15 @@
 Only one thing about the host is assumed: each cross-attention module calls `to_out[0]` on its
 pre-projection attention output `h`. A pre-hook there replaces `h` by `h + λ·r`, so the branch
 composes with whatever attention kernel the host patched into `forward` (SDP, xformers,
-sub-quadratic, diffusers processors...). A pre-hook on the UNet itself picks, per call, which
-identity-token row each batch row uses, so hosts that split the CFG batch into several UNet calls
-still line rows up.
+sub-quadratic, diffusers processors...) and with hosts that replace the attention itself but keep
+the output projection (Forge's attn2 replace patches). A pre-hook on the UNet itself picks, per
+call, which identity-token row each batch row uses: consecutive rows of a per-step layout (hosts
+that split the CFG batch into several UNet calls still line rows up), or, with `row_source`, rows
+read from each call's own arguments (Forge's `transformer_options`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -25,17 +27,20 @@ class AttachHandle:
     """A live attachment. Set `tokens` (or `set_bank` + `row_index`) and `scale`; `remove()` undoes it."""
 
     def __init__(self, unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 follow_dtype: bool = False) -> None:
         self.unet = unet
         self.adapter = adapter
         self.scale: float = 1.0
         self._row_index: tuple[int, ...] | None = None
+        self.row_source: Callable[[int, dict], Sequence[int]] | None = None
+        self.follow_dtype = follow_dtype
         self._attns = cross_attention_layers(unet)
         _check_compatible(adapter, self._attns)
         ref = self._attns[0].to_out[0].weight
         if cast:
             target = torch.device(device) if device is not None else ref.device
-            adapter.to(device=target, dtype=_compute_dtype(target, ref.dtype))
+            adapter.to(device=target, dtype=_compute_dtype(target, dtype or ref.dtype))
         self._heads = [layer_heads(a) for a in self._attns]
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._bank_rows = 0
@@ -98,7 +103,15 @@ class AttachHandle:
         if self._kv is None or self.scale == 0:
             return
         x = args[0] if args else kwargs.get("x", kwargs.get("sample"))
-        self._selected = self._keys_values_for(self._next_rows(x.shape[0]))
+        n = x.shape[0]
+        if self.row_source is None:
+            rows = self._next_rows(n)
+        else:
+            rows = tuple(int(r) for r in self.row_source(n, kwargs))
+            if len(rows) != n or min(rows) < 0 or max(rows) >= self._bank_rows:
+                raise WPlusError(f"W+: the row source gave bank rows {list(rows)} for a UNet call of {n} rows "
+                                 f"and a {self._bank_rows}-row token bank")
+        self._selected = self._keys_values_for(rows)
 
     def _next_rows(self, n: int) -> tuple[int, ...]:
         index = self._row_index if self._row_index is not None else tuple(range(self._bank_rows))
@@ -133,16 +146,22 @@ class AttachHandle:
             if k.device != h.device:  # hosts that move weights at call time (WebUI --lowvram)
                 self._follow(h.device)
                 k, v = self._selected[i]
+            if self.follow_dtype and k.dtype != _compute_dtype(h.device, h.dtype):
+                self._follow(h.device, _compute_dtype(h.device, h.dtype))  # Forge: fp8/GGUF weights, fp16 activations
+                k, v = self._selected[i]
             out = self.adapter.layers[i](h.to(k.dtype), k, v, self.scale)
             return (out.to(h.dtype), *args[1:])
 
         return hook
 
-    def _follow(self, device: torch.device) -> None:
-        self.adapter.to(device)
-        self._kv = [(k.to(device), v.to(device)) for k, v in self._kv]
-        self._by_rows = {rows: [(k.to(device), v.to(device)) for k, v in kv] for rows, kv in self._by_rows.items()}
-        self._selected = [(k.to(device), v.to(device)) for k, v in self._selected]
+    def _follow(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype or t.dtype)
+
+        self.adapter.to(device=device, dtype=dtype)
+        self._kv = [(move(k), move(v)) for k, v in self._kv]
+        self._by_rows = {rows: [(move(k), move(v)) for k, v in kv] for rows, kv in self._by_rows.items()}
+        self._selected = [(move(k), move(v)) for k, v in self._selected]
 
     # -- lifetime -----------------------------------------------------------------------------
     def remove(self) -> None:
@@ -166,17 +185,20 @@ class AttachHandle:
 
 
 def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
-           device: torch.device | str | None = None) -> AttachHandle:
+           device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+           follow_dtype: bool = False) -> AttachHandle:
     """Plug `adapter` into `unet` (replacing any earlier attachment).
 
     cast=True moves the adapter to the UNet's device and dtype (inference); `device` overrides the
-    device for hosts whose UNet weights wait elsewhere between forwards (WebUI --medvram/--lowvram).
-    The trainer passes cast=False to keep fp32 master weights; the branch then computes in the
-    adapter's dtype. Should the UNet's activations still arrive on another device, the branch
-    follows them at the first call.
+    device for hosts whose UNet weights wait elsewhere between forwards (WebUI --medvram/--lowvram),
+    `dtype` the weights' dtype for hosts that store them in another one than they compute in
+    (Forge's fp8/GGUF weights). The trainer passes cast=False to keep fp32 master weights; the
+    branch then computes in the adapter's dtype. Should the UNet's activations still arrive on
+    another device, the branch follows them at the first call; with follow_dtype also their dtype
+    (fp16 on a CPU still runs in fp32).
     """
     detach_all(unet)
-    handle = AttachHandle(unet, adapter, cast=cast, device=device)
+    handle = AttachHandle(unet, adapter, cast=cast, device=device, dtype=dtype, follow_dtype=follow_dtype)
     object.__setattr__(unet, _ATTR, handle)
     return handle
 

@@ -2,7 +2,8 @@
 
 `prepare()` turns panel values into the identity code (encoded or loaded, edited, mixed) and the
 adapter; `GenerationSession` attaches the branch to a UNet, sets the bank [identity, zero-W+]
-once, and at every sampler step maps the host's CFG rows onto it and applies the delayed start.
+once, and at every sampler step maps the host's CFG rows onto it (AUTOMATIC1111's layout) or lets
+each UNet call say its rows (`rows_per_call`: Forge's layout), and applies the delayed start.
 Nothing here imports the WebUI.
 """
 from __future__ import annotations
@@ -215,6 +216,9 @@ class GenerationSession:
     wplus: torch.Tensor  # (1,18,512)
     plan: BranchPlan
     device: Any = None  # where the host runs the UNet; its weights may sit elsewhere (WebUI --medvram)
+    dtype: Any = None  # the UNet's compute dtype, when its weights are stored in another (Forge fp8/GGUF)
+    rows_per_call: Callable[[int, dict], Any] | None = None  # bank rows read from each UNet call (Forge)
+    follow_dtype: bool = False  # run the branch in the activations' dtype at every call (Forge)
     handle: Any = None
     closed: bool = False
     steps_seen: list[tuple[int, float]] = field(default_factory=list)  # (step, scale) for diagnostics
@@ -229,7 +233,8 @@ class GenerationSession:
         if self.handle is not None and self.handle.unet is unet and self.handle.attached:
             return
         self.detach()
-        handle = attach(unet, self.adapter, device=self.device)  # attach drops any stale attachment
+        handle = attach(unet, self.adapter, device=self.device, dtype=self.dtype,
+                        follow_dtype=self.follow_dtype)  # attach drops any stale attachment
         try:
             weight = self.adapter.proj.norm.weight
             with torch.no_grad():
@@ -239,20 +244,23 @@ class GenerationSession:
             handle.remove()
             raise
         handle.scale = 0.0  # off until the first step says otherwise
+        handle.row_source = self.rows_per_call
         self._index_cache.clear()
         self.handle = handle
 
     def on_step(self, n_rows: int, n_cond: int, step: int, total_steps: int, hires: bool = False) -> float:
-        """Before the UNet calls of one sampler step: rows -> bank rows, λ or 0 (delayed start)."""
+        """Before the UNet calls of one sampler step: rows -> bank rows (unless each call says its
+        rows), λ or 0 (delayed start)."""
         handle = self.handle
         if handle is None or not handle.attached:
             return 0.0
-        key = (n_rows, n_cond)
-        index = self._index_cache.get(key)
-        if index is None:
-            index = self._index_cache[key] = rows.cfg_row_index(n_rows, n_cond)
-        handle.row_index = index
-        handle.reset_rows()
+        if self.rows_per_call is None:
+            key = (n_rows, n_cond)
+            index = self._index_cache.get(key)
+            if index is None:
+                index = self._index_cache[key] = rows.cfg_row_index(n_rows, n_cond)
+            handle.row_index = index
+            handle.reset_rows()
         on = (hires and self.plan.hires_full) or rows.branch_on(step, total_steps, self.plan.start)
         handle.scale = float(self.plan.scale) if on else 0.0
         self.steps_seen.append((step, handle.scale))
@@ -269,6 +277,11 @@ class GenerationSession:
 
 
 def unet_of(sd_model: Any) -> nn.Module | None:
-    """The denoiser network of a WebUI-style model object (`sd_model.model.diffusion_model`)."""
+    """The denoiser network of a WebUI-style model object (`sd_model.model.diffusion_model`, or
+    Forge's `sd_model.forge_objects.unet.model.diffusion_model`)."""
+    from wplus.webui import forge
+
+    if forge.is_forge(sd_model):
+        return forge.unet_of(sd_model)
     model = getattr(sd_model, "model", None)
     return getattr(model, "diffusion_model", None)
