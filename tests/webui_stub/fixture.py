@@ -24,23 +24,28 @@ OFFICIAL = SHARED / "data" / "official"
 EXTENSION_SCRIPTS = ("wplus_script.py", "wplus_settings.py", "wplus_xyz.py", "wplus_api.py")
 
 
+def _host_module(name: str) -> bool:
+    return name.split(".")[0] in ("modules", "backend")
+
+
 @contextmanager
-def installed(webui_root: Path):
+def installed(webui_root: Path, host_dir: Path = STUB_DIR):
+    """The stand-in's `modules` (and, for the Forge stand-in in `host_dir`, `backend`) importable."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: threads only add contention on a shared CPU
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "modules" or k.startswith("modules.")}
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _host_module(k)}
     old_env = os.environ.get("WEBUI_STUB_ROOT")
     os.environ["WEBUI_STUB_ROOT"] = str(webui_root)
-    sys.path.insert(0, str(STUB_DIR))
+    sys.path.insert(0, str(host_dir))
     try:
         import modules.shared  # noqa: F401
 
         yield
     finally:
-        for k in [k for k in sys.modules if k == "modules" or k.startswith("modules.")]:
+        for k in [k for k in sys.modules if _host_module(k)]:
             del sys.modules[k]
         sys.modules.update(saved)
-        sys.path.remove(str(STUB_DIR))
+        sys.path.remove(str(host_dir))
         torch.set_num_threads(threads)
         if old_env is None:
             os.environ.pop("WEBUI_STUB_ROOT", None)
