@@ -208,3 +208,39 @@ def test_no_grad_pass_does_not_cut_gradients_of_a_later_pass():
             ref.run(ref.context)
         ref.run(ref.context).square().mean().backward()
     assert adapter.proj.proj_3.weight.grad is not None and adapter.proj.proj_3.weight.grad.abs().sum() > 0
+
+
+@torch.no_grad()
+def test_rows_read_from_each_call_follow_forge_chunks_and_dtype():
+    """A host that says each call's rows (Forge's cond_or_uncond, uncond chunk first) gets the same
+    output as explicit per-row tokens; a call without them is refused; the branch follows the
+    activations' dtype when the host casts the UNet after attaching (follow_dtype)."""
+    from wplus.branch.rows import forge_call_rows
+
+    ref = ldm_unet("sd15")
+    adapter = wplus.load_adapter(ref.adapter_path)
+    io, ctx = ref.io, ref.context
+    tok = adapter.project(io["wplus"][:1])
+    x = torch.cat([io["x"][3:], io["x"][:3]])  # Forge's order: the uncond chunk, then the cond chunk
+    t, c = torch.cat([io["timesteps"][3:], io["timesteps"][:3]]), torch.cat([ctx[3:], ctx[:3]])
+    with wplus.attach(ref.unet, adapter) as handle:
+        handle.tokens = torch.cat([adapter.zero_tokens(3), tok.expand(3, -1, -1)])
+        want = ref.unet(x, t, context=c)
+        handle.set_bank(torch.cat([tok, adapter.zero_tokens()]))
+        handle.row_source = forge_call_rows
+        got = ref.unet(x, t, context=c, transformer_options={"cond_or_uncond": [1, 0]})
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        assert (ref.unet(x, t, context=c, transformer_options={"cond_or_uncond": [0, 1]}) - want).abs().max() > 1e-3
+        with pytest.raises(WPlusError, match="cond_or_uncond"):
+            ref.unet(x, t, context=c)
+        with pytest.raises(WPlusError, match="equal"):
+            ref.unet(x[:5], t[:5], context=c[:5], transformer_options={"cond_or_uncond": [1, 0]})
+    dref = diffusers_unet("sd15")
+    adapter = wplus.load_adapter(dref.adapter_path)
+    with wplus.attach(dref.unet, adapter, follow_dtype=True) as handle:
+        handle.tokens = identity_tokens(adapter, dref.io)
+        assert adapter.proj.norm.weight.dtype == torch.float32
+        unet = dref.unet.to(torch.bfloat16)  # the host casts its model at sampling time
+        out = unet(dref.io["x"].bfloat16(), dref.io["timesteps"], encoder_hidden_states=dref.context.bfloat16()).sample
+        assert adapter.layers[0].to_q_wplus.weight.dtype == torch.bfloat16 and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), dref.io["eps_scale_1.0"], atol=0.1, rtol=0)

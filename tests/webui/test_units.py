@@ -119,3 +119,33 @@ def test_panel_values_round_trip_and_xyz_overrides():
         (True, 0.5, "Saved identity", "bob", {"age": -1.0})
     with pytest.raises(ValueError):
         apply_xyz(PanelArgs(), {"nope": 1})
+
+
+def test_one_row_mapper_two_layouts():
+    # AUTOMATIC1111: cond rows first; Forge: each call's chunks in cond_or_uncond (0 cond, 1 uncond)
+    assert rows.chunk_rows([(True, 2), (False, 1)]) == (0, 0, 1)
+    assert rows.forge_call_rows(4, {"transformer_options": {"cond_or_uncond": [1, 0]}}) == (1, 1, 0, 0)
+    assert rows.forge_call_rows(6, {"transformer_options": {"cond_or_uncond": [1, 0, 0]}}) == (1, 1, 0, 0, 0, 0)
+    assert rows.forge_call_rows(2, {"transformer_options": {"cond_or_uncond": [0]}}) == (0, 0)
+    for bad in ({}, {"transformer_options": {}}, {"transformer_options": {"cond_or_uncond": []}}):
+        with pytest.raises(WPlusError, match="cond_or_uncond"):
+            rows.forge_call_rows(2, bad)
+    with pytest.raises(WPlusError, match="equal"):
+        rows.forge_call_rows(3, {"transformer_options": {"cond_or_uncond": [1, 0]}})
+
+
+def test_forge_model_is_recognised_by_its_forge_objects():
+    import types
+
+    from wplus.webui import forge
+    from wplus.webui.session import unet_of
+
+    unet = torch.nn.Linear(1, 1)
+    patcher = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=unet, computation_dtype=torch.float16),
+                                    load_device=torch.device("cpu"))
+    forge_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=patcher))
+    a1111_model = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=unet))
+    assert forge.is_forge(forge_model) and not forge.is_forge(a1111_model)
+    assert unet_of(forge_model) is unet and unet_of(a1111_model) is unet
+    options = forge.session_options(forge_model)
+    assert options["rows_per_call"] is rows.forge_call_rows and options["dtype"] == torch.float16 and options["follow_dtype"]

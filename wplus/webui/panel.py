@@ -68,6 +68,12 @@ def control_table(directions: Sequence[DirectionInfo]) -> dict[str, list]:
     return table
 
 
+def _upload_only(gr: Any) -> dict:
+    """gr.Image's upload-only argument: `source=` in gradio 3 (AUTOMATIC1111), `sources=[...]` in
+    gradio 4 (Forge, whose own shim also maps the old name)."""
+    return {"sources": ["upload"]} if int(gr.__version__.split(".")[0]) >= 4 else {"source": "upload"}
+
+
 def _kw(name: str, d: PanelArgs, elem_id: Callable[[str], str], **extra) -> dict:
     """A component's arguments from its option: label, value, range, step, elem_id."""
     o = OPTION[name]
@@ -99,7 +105,7 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
             f["source"] = gr.Radio(**_kw("source", d, elem_id))
         with gr.Row():
             with gr.Column(visible=d.source == Source.PHOTO) as photo_col:
-                f["reference"] = gr.Image(type="pil", source="upload", height=256, **_kw("reference", d, elem_id))
+                f["reference"] = gr.Image(type="pil", **_upload_only(gr), height=256, **_kw("reference", d, elem_id))
                 f["face_index"] = gr.Number(**_kw("face_index", d, elem_id))
             with gr.Column(visible=d.source == Source.SAVED) as id_col:
                 with gr.Row():
@@ -134,7 +140,7 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
         with gr.Accordion("Mix with a second identity", open=False, elem_id=elem_id("mix_accordion")):
             f["source2"] = gr.Radio(**_kw("source2", d, elem_id))
             with gr.Row():
-                f["reference2"] = gr.Image(type="pil", source="upload", height=192,
+                f["reference2"] = gr.Image(type="pil", **_upload_only(gr), height=192,
                                            visible=d.source2 == Source.PHOTO, **_kw("reference2", d, elem_id))
                 f["identity2"] = gr.Dropdown(list(identities), visible=d.source2 == Source.SAVED,
                                              **_kw("identity2", d, elem_id, value=d.identity2 or ""))
