@@ -140,12 +140,15 @@ def test_forge_model_is_recognised_by_its_forge_objects():
     from wplus.webui import forge
     from wplus.webui.session import unet_of
 
-    unet = torch.nn.Linear(1, 1)
+    unet = torch.nn.Module()
+    unet.input_blocks = torch.nn.ModuleList()
     patcher = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=unet, computation_dtype=torch.float16),
                                     load_device=torch.device("cpu"))
     forge_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=patcher))
     a1111_model = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=unet))
     assert forge.is_forge(forge_model) and not forge.is_forge(a1111_model)
     assert unet_of(forge_model) is unet and unet_of(a1111_model) is unet
+    patcher.model.diffusion_model = torch.nn.Linear(1, 1)  # Forge's Flux/SD3: a transformer, no UNet blocks
+    assert forge.is_forge(forge_model) and unet_of(forge_model) is None
     options = forge.session_options(forge_model)
     assert options["rows_per_call"] is rows.forge_call_rows and options["dtype"] == torch.float16 and options["follow_dtype"]

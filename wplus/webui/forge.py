@@ -29,9 +29,11 @@ def is_forge(sd_model: Any) -> bool:
 
 
 def unet_of(sd_model: Any) -> nn.Module | None:
-    """The UNet inside Forge's patcher (the same module for every clone of the patcher)."""
+    """The UNet inside Forge's patcher (the same module for every clone of the patcher); None for
+    Forge's transformer denoisers (Flux, SD3), which have no UNet blocks for the branch."""
     model = getattr(unet_patcher(sd_model), "model", None)
-    return getattr(model, "diffusion_model", None)
+    unet = getattr(model, "diffusion_model", None)
+    return unet if hasattr(unet, "input_blocks") else None
 
 
 def session_options(sd_model: Any) -> dict[str, Any]:
