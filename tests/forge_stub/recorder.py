@@ -47,7 +47,8 @@ class Recorder:
         self._cb.remove_callback("cfg_denoiser", self._on_step)
 
 
-def expected_output(unet, adapter, w_id: torch.Tensor, call: Call, scale: float, start: float) -> tuple[torch.Tensor, bool]:
+def expected_output(unet, adapter, w_id: torch.Tensor, call: Call, scale: float,
+                    start: float) -> tuple[torch.Tensor, bool]:
     """(what the UNet should return for `call`, whether the branch was on)."""
     on = scale != 0 and (call.hires or branch_on(call.step, call.total, start))
     with torch.no_grad():
@@ -55,7 +56,8 @@ def expected_output(unet, adapter, w_id: torch.Tensor, call: Call, scale: float,
             return unet(call.x, call.t, context=call.ctx), False
         tok = adapter.project(torch.cat([w_id, torch.zeros_like(w_id)]).to(adapter.proj.norm.weight))
         per_chunk = call.x.shape[0] // len(call.cond_or_uncond)
-        tokens = torch.stack([tok[0] if mark == 0 else tok[1] for mark in call.cond_or_uncond for _ in range(per_chunk)])
+        marks = [mark for mark in call.cond_or_uncond for _ in range(per_chunk)]
+        tokens = torch.stack([tok[0] if mark == 0 else tok[1] for mark in marks])
         with wplus.attach(unet, adapter) as handle:
             handle.tokens = tokens
             handle.scale = scale

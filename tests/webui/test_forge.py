@@ -7,9 +7,9 @@ import copy
 
 import pytest
 import torch
-
 from forge_stub.fixture import installed
 from forge_stub.recorder import Recorder, expected_output
+
 from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, make_models_dir
 
 LONG_PROMPT = " ".join(f"word{i}" for i in range(90))  # 154 tokens against 77: one call, context repeated

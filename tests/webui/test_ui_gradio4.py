@@ -12,6 +12,7 @@ if int(gr.__version__.split(".")[0]) < 4:
                 "(see README, In Forge)", allow_module_level=True)
 
 from forge_stub.fixture import installed  # noqa: E402
+
 from webui_stub.fixture import FIX, WebUI, make_models_dir  # noqa: E402
 
 
@@ -51,6 +52,7 @@ def test_panel_builds_in_both_tabs_as_under_gradio_3(env):
 
 def test_paste_fields_and_settings(env):
     from modules import shared
+
     from wplus.webui.infotext import ALL_KEYS
     from wplus.webui.settings import SECTION, SPECS
 

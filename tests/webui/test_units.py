@@ -151,4 +151,5 @@ def test_forge_model_is_recognised_by_its_forge_objects():
     patcher.model.diffusion_model = torch.nn.Linear(1, 1)  # Forge's Flux/SD3: a transformer, no UNet blocks
     assert forge.is_forge(forge_model) and unet_of(forge_model) is None
     options = forge.session_options(forge_model)
-    assert options["rows_per_call"] is rows.forge_call_rows and options["dtype"] == torch.float16 and options["follow_dtype"]
+    assert options["rows_per_call"] is rows.forge_call_rows and options["follow_dtype"]
+    assert options["dtype"] == torch.float16

@@ -34,7 +34,8 @@ class StableDiffusionProcessingTxt2Img(_a1111.StableDiffusionProcessingTxt2Img):
         x = self.noise(self.latent_shape())
         _reset_forge_objects(self)
         if self.scripts is not None:
-            self.scripts.process_before_every_sampling(self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning)
+            self.scripts.process_before_every_sampling(self, x=x, noise=x, c=conditioning,
+                                                       uc=unconditional_conditioning)
         image_cond = x.new_zeros(x.shape[0], 5, 1, 1)
         samples = self.sampler.sample(self, x, conditioning, unconditional_conditioning, image_conditioning=image_cond)
         if not self.enable_hr:
@@ -61,7 +62,8 @@ class StableDiffusionProcessingTxt2Img(_a1111.StableDiffusionProcessingTxt2Img):
             self.scripts.process_before_every_sampling(self, x=samples, noise=noise, c=self.c, uc=self.uc)
         image_cond = samples.new_zeros(samples.shape[0], 5, 1, 1)
         samples = self.sampler.sample_img2img(self, samples, noise, self.c, self.uc,
-                                              steps=self.hr_second_pass_steps or self.steps, image_conditioning=image_cond)
+                                              steps=self.hr_second_pass_steps or self.steps,
+                                              image_conditioning=image_cond)
         self.is_hr_pass = False
         return samples
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import types
 
 import torch
+from backend.patcher import ForgeObjects, KModel, UnetPatcher
 from torch import nn
 
-from backend.patcher import ForgeObjects, KModel, UnetPatcher
 from modules import prompt_parser
 
 

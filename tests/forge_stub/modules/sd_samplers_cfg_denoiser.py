@@ -4,8 +4,14 @@ makes the UNet calls (see ../README.md)."""
 from __future__ import annotations
 
 from backend.sampling import sampling_function
+
 from modules import shared
-from modules.script_callbacks import AfterCFGCallbackParams, CFGDenoiserParams, cfg_after_cfg_callback, cfg_denoiser_callback
+from modules.script_callbacks import (
+    AfterCFGCallbackParams,
+    CFGDenoiserParams,
+    cfg_after_cfg_callback,
+    cfg_denoiser_callback,
+)
 from modules.sd_samplers_common import InterruptedException
 from modules.shared import opts, state
 
@@ -24,7 +30,8 @@ class CFGDenoiser:
         if state.interrupted or state.skipped:
             raise InterruptedException
         cond_composition, tensor = cond
-        params = CFGDenoiserParams(x, image_cond, sigma, state.sampling_step, state.sampling_steps, tensor, uncond, self)
+        params = CFGDenoiserParams(x, image_cond, sigma, state.sampling_step, state.sampling_steps, tensor, uncond,
+                                   self)
         cfg_denoiser_callback(params)
         if self.p.is_hr_pass:
             cond_scale = self.p.hr_cfg

@@ -9,8 +9,8 @@ if int(gr.__version__.split(".")[0]) < 4:
     import importlib.util
     from pathlib import Path
 
-    _spec = importlib.util.spec_from_file_location(
-        "modules.a1111_ui_components", Path(__file__).resolve().parents[2] / "webui_stub" / "modules" / "ui_components.py")
+    _a1111_file = Path(__file__).resolve().parents[2] / "webui_stub" / "modules" / "ui_components.py"
+    _spec = importlib.util.spec_from_file_location("modules.a1111_ui_components", _a1111_file)
     _a1111 = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_a1111)
     FormComponent, ToolButton, FormRow, FormHTML, InputAccordion = (
