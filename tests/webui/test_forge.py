@@ -194,3 +194,34 @@ def test_xyz_over_lambda(env):
     assert torch.equal(cells[0][1].images[0], txt2img.run(p_ref).images[0])
     assert "Wplus lambda: 0.5" in cells[1][1].infotexts[0]
     assert not torch.equal(cells[0][1].images[0], cells[1][1].images[0])
+
+
+def test_interrupt_ends_cleanly(env):
+    from modules import script_callbacks, shared
+
+    def interrupt(params):
+        if params.denoiser.step == 2:
+            shared.state.interrupted = True
+
+    script_callbacks.on_cfg_denoiser(interrupt)
+    try:
+        res, p = env.generate(wplus=dict(PERSON1), n_iter=2)
+    finally:
+        script_callbacks.remove_callback("cfg_denoiser", interrupt)
+    assert len(res.images) == 1 and "Wplus lambda" in res.infotexts[0]
+    assert hooks_on(env.unet) == 0
+
+
+def test_transformer_denoiser_is_refused_with_a_warning(env):
+    from modules import shared
+
+    patcher = shared.sd_model.forge_objects.unet
+    unet = patcher.model.diffusion_model
+    patcher.model.diffusion_model = torch.nn.Linear(4, 4)  # Forge's Flux/SD3: a transformer, no UNet blocks
+    try:
+        p = env.processing(wplus=dict(PERSON1))
+        p.scripts.process(p)  # where the session would start; no sampling needed
+    finally:
+        patcher.model.diffusion_model = unet
+    assert any("no UNet the adapter can attach to" in c for c in p.comments), p.comments
+    assert "Wplus lambda" not in p.extra_generation_params
