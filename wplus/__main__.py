@@ -5,6 +5,7 @@ Exit codes: 0 done, 2 a problem with the input or a missing file (the message sa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 from wplus.assets import registry
-from wplus.assets.download import ensure_file, find_existing
+from wplus.assets.download import downloads_disabled, ensure_file, find_existing
 from wplus.assets.fingerprint import file_tag
 from wplus.assets.registry import missing_message
 from wplus.errors import MissingWeightsError, WPlusError
+from wplus.faces.image import normalize_image
 from wplus.stylegan.edit_text import format_edits, parse_edits
 
 EXAMPLES = """examples:
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Download the files the extension needs into the models folder.")
     dl.add_argument("--what", default="all", choices=("all", "adapter", "e4e", "directions", "faces", "training"),
                     help="which files (default: all but the training-only ones)")
-    dl.add_argument("--check", action="store_true", help="only report which files are present")
+    dl.add_argument("--check", action="store_true",
+                    help="only report which files are present (exit status 2 when any is missing)")
     _common(dl)
 
     dr = sub.add_parser("directions", help="list the edit directions, by group",
@@ -107,6 +110,7 @@ def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -
     from wplus.stylegan.directions import apply_edits, default_library
 
     models = _models(args)
+    photo = normalize_image(args.photo)  # the user's inputs first: a typo must not ask for the 1 GB e4e
     edits = parse_edits(args.edit)
     library = default_library(models, allow_download=not args.no_download) if edits else None
     if library is not None:
@@ -121,7 +125,7 @@ def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -
     try:
         start = time.perf_counter()
         runs = encoder.encode_count
-        identity = encoder.encode(args.photo, face_index=args.face_index, backend=args.backend, name=name)
+        identity = encoder.encode(photo, face_index=args.face_index, backend=args.backend, name=name)
         how = "encoded" if encoder.encode_count > runs else "from cache"
         n = len(identity.faces)
         print(f"{n} face{'s' if n != 1 else ''} found in {args.photo} (left to right):")
@@ -190,10 +194,11 @@ def write_preview(e4e: Any, identity: Any, out: Path, size: int = 256) -> Path:
 def cmd_download(args: argparse.Namespace) -> int:
     models = _models(args)
     entries = registry.select(args.what)
+    offline = args.no_download or downloads_disabled()
     missing = 0
     for entry in entries:
         where = find_existing(entry, models)
-        if args.check or args.no_download:
+        if args.check or offline:
             state = f"ok       {where}" if where else f"MISSING  {entry.path(models)}  <- {entry.url}"
             print(f"{entry.key:45s} {state}")
             missing += where is None
@@ -201,26 +206,79 @@ def cmd_download(args: argparse.Namespace) -> int:
         path = ensure_file(entry, models, allow_download=True)
         print(f"{entry.key:45s} ok       {path}")
     if missing:
-        print(f"{missing} file(s) missing; run without --check/--no-download to fetch them.")
-    return 2 if missing and args.no_download else 0
+        how = (f"run `python -m wplus download --what {args.what}` to fetch them" if args.check and not offline
+               else f"{_offline_cause(args)}; download them by hand from the URLs above")
+        print(f"error: {missing} of {len(entries)} file(s) missing; {how}.", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _offline_cause(args: argparse.Namespace) -> str:
+    if args.no_download:
+        return "--no-download was given"
+    return "downloads are disabled by the environment (WPLUS_OFFLINE=1 or HF_HUB_OFFLINE=1)"
 
 
 def cmd_directions(args: argparse.Namespace) -> int:
-    from wplus.stylegan.directions import default_library  # torch-based, as in cmd_invert
+    # torch-based, as in cmd_invert
+    from wplus.stylegan.direction_names import sort_key
+    from wplus.stylegan.directions import USER_SUBDIR, DirectionLibrary, default_library
 
-    library = default_library(_models(args), allow_download=not args.no_download)
-    groups = library.by_group()
+    models = _models(args)
+    missing = [e for e in registry.direction_files() if find_existing(e, models) is None]
+    offline = bool(missing) and (args.no_download or downloads_disabled())
+    if offline:  # list what is there and what the missing files will add, then name every missing file
+        folder = models / registry.DIRECTIONS_SUBDIR
+        present = DirectionLibrary.from_folders(folder if folder.is_dir() else None, models / USER_SUBDIR)
+        rows = _direction_rows(present, {e.key for e in missing})
+    else:
+        rows = [(d.group, d.name, d) for d in default_library(models, allow_download=not args.no_download)]
+    groups = sorted({g for g, _, _ in rows}, key=lambda g: sort_key(g, ""))
     if args.group is not None and args.group not in groups:
         raise WPlusError(f"no group {args.group!r}; groups: {', '.join(groups)}")
-    for group, items in groups.items():
+    for group in groups:
         if args.group is not None and group != args.group:
             continue
         print(f"{group}:")
-        for d in items:
-            print(f"  {d.name:28s} {d.source:12s} range {d.minimum:g}..{d.maximum:g}  "
-                  f"suggested {d.suggested:g}  ({d.layers_text})")
-    print(f"{len(library)} directions. Use: --edit NAME=STRENGTH (0 = no change).")
-    return 0
+        for _, name, d in sorted((r for r in rows if r[0] == group), key=lambda r: r[1]):
+            print(f"  {name:28s} " + (d if isinstance(d, str) else
+                  f"{d.source:12s} range {d.minimum:g}..{d.maximum:g}  suggested {d.suggested:g}  "
+                  f"({d.layers_text})"))
+    absent = sum(isinstance(d, str) for _, _, d in rows)
+    print(f"{len(rows)} directions" + (f", {absent} not usable until the files below are there" if absent else "")
+          + ". Use: --edit NAME=STRENGTH (0 = no change).")
+    if not offline:
+        return 0
+    folder = (models / registry.DIRECTIONS_SUBDIR).resolve()
+    lines = [f"error: {len(missing)} of {len(registry.direction_files())} edit-direction files are missing "
+             f"and {_offline_cause(args)}:"]
+    lines += [f"  {e.filename}  <- {e.url}" for e in missing]
+    lines.append(f"Put them in the folder {folder}{os.sep} (keeping the sub-folders shown), or run "
+                 "`python -m wplus download --what directions`.")
+    print("\n".join(lines), file=sys.stderr)
+    return 2
+
+
+def _direction_rows(present: Any, missing_keys: set[str]) -> list[tuple[str, str, Any]]:
+    """(group, name, Direction or why it is unusable) for the paper's edits (from the registry,
+    named as they will be once complete) and the user's own."""
+    from wplus.stylegan.direction_names import assign_names, group_of
+
+    official = registry.official_directions()
+    known = {f"{source}/{stem}" for source, stem, _ in official}
+    others = [d for d in present if d.key not in known]  # the user's, or rows of an edited GANSpace table
+    pairs = [(s, stem) for s, stem, _ in official] + [tuple(d.key.split("/", 1)) for d in others]
+    names = {item: name for name, _, item in assign_names(pairs)}
+    rows: list[tuple[str, str, Any]] = []
+    for source, stem, files in official:
+        absent = [Path(f.filename).name for f in files if f.key in missing_keys]
+        key = f"{source}/{stem}"
+        state = (f"{source:12s} MISSING ({', '.join(absent)})" if absent else
+                 present.get(key) if key in present else f"{source:12s} not in the local files")
+        rows.append((group_of(stem), names[(source, stem)], state))
+    rows += [(d.group, names[tuple(d.key.split("/", 1))], d) for d in others]
+    return rows
+
 
 
 if __name__ == "__main__":

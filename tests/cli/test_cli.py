@@ -91,7 +91,7 @@ def test_invert_bad_inputs_are_messages(models, photo, tmp_path, capsys):
     if (models / "w_direction").is_dir():
         assert main(["invert", str(photo), "--edit", "smiel=1", "--models", str(models), "--no-download"],
                     e4e_loader=lambda: model) == 2
-        assert "unknown edit direction 'smiel'" in capsys.readouterr().err
+        assert "unknown edit direction 'smiel'. Did you mean: smile?" in capsys.readouterr().err
     assert model.encode_calls == 0
 
 
@@ -121,9 +121,89 @@ def test_directions_and_download_listing(models, capsys):
 def test_download_check_and_offline_directions(tmp_path):
     out = run_cli("download", "--no-download", "--what", "e4e", "--models", str(tmp_path))
     assert out.returncode == 2 and "MISSING" in out.stdout and "e4e_ffhq_encode.pt" in out.stdout
+    assert "--no-download" in out.stderr
     out = run_cli("directions", "--models", str(tmp_path))  # WPLUS_OFFLINE=1 in run_cli
     assert out.returncode == 2 and "raw.githubusercontent.com/csxmli2016/w-plus-adapter/main/w_direction/" in out.stderr
-    assert str((tmp_path / "w_direction").resolve()) in out.stderr
+    assert str((tmp_path / "w_direction").resolve()) in out.stderr and "WPLUS_OFFLINE" in out.stderr
+    # every missing file is named (not only the first), each with its URL ...
+    from wplus.assets import registry
+    files = registry.direction_files()
+    assert len(files) == 25 and f"25 of 25 edit-direction files are missing" in out.stderr
+    for entry in files:
+        assert f"{entry.filename}  <- {entry.url}" in out.stderr
+    # ... and the edits are listed by name from the registry, marked as missing, in their groups
+    assert "65 directions, 65 not usable" in out.stdout and "expression:" in out.stdout
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
+    assert len(rows) == 65
+    assert "interfacegan MISSING (smile.pt)" in rows["smile"] and "MISSING (smile.npy)" in rows["latent/smile"]
+    assert "MISSING (ffhq_pca.pt, ganspace_configs.csv)" in rows["lipstick"]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.needs_shared
+def test_offline_directions_with_some_files_missing(tmp_path):
+    shutil.copytree(OFFICIAL / "w_direction", tmp_path / "w_direction")
+    for rel in ("latent_directions/smile.npy", "ganspace_configs.csv"):
+        os.chmod(tmp_path / "w_direction" / rel, 0o644)
+        (tmp_path / "w_direction" / rel).unlink()
+    out = run_cli("directions", "--models", str(tmp_path), "--no-download")
+    assert out.returncode == 2
+    assert "2 of 25 edit-direction files are missing and --no-download was given" in out.stderr
+    assert "latent_directions/smile.npy  <-" in out.stderr and "ganspace_configs.csv  <-" in out.stderr
+    assert "ffhq_pca.pt  <-" not in out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
+    assert len(rows) == 65 and "65 directions, 43 not usable" in out.stdout
+    assert "range -5..5  suggested 3" in rows["smile"] and "MISSING (smile.npy)" in rows["latent/smile"]
+    assert "range -5..5" in rows["emotion_happy"] and "MISSING (ganspace_configs.csv)" in rows["lipstick"]
+
+
+def test_download_check_exit_status(tmp_path, capsys):
+    assert main(["download", "--check", "--what", "e4e", "--models", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "MISSING" in captured.out and "1 of 1 file(s) missing" in captured.err
+    assert "python -m wplus download --what e4e" in captured.err
+    (tmp_path / "e4e_ffhq_encode.pt").write_bytes(b"present")  # the registry has no hash for e4e
+    assert main(["download", "--check", "--what", "e4e", "--models", str(tmp_path)]) == 0
+    assert " ok " in capsys.readouterr().out
+
+
+def test_invert_checks_the_photo_before_the_e4e_file(photo, tmp_path):
+    """A typo in the photo path must not send the user to download a gigabyte (no e4e here)."""
+    out = run_cli("invert", str(tmp_path / "phtoo.jpg"), "--models", str(tmp_path), "--no-download")
+    assert out.returncode == 2 and "No image file at" in out.stderr and "phtoo.jpg" in out.stderr
+    assert "e4e_ffhq_encode.pt" not in out.stderr and "Traceback" not in out.stderr
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = run_cli("invert", str(junk), "--models", str(tmp_path), "--no-download")
+    assert out.returncode == 2 and "junk.jpg" in out.stderr and "e4e_ffhq_encode.pt" not in out.stderr
+
+
+def test_unknown_edit_names_get_close_matches(tmp_path):
+    import numpy as np
+
+    from wplus.errors import DirectionError
+
+    for stem in ("smile", "lipstick", "lipstick_and_age", "age"):
+        np.save(tmp_path / f"{stem}.npy", np.zeros((18, 512), np.float32))
+    lib = DirectionLibrary.from_folders(user=tmp_path)
+    for typo, hint in (("smiel", "Did you mean: smile?"), ("lipstik", "Did you mean: lipstick, lipstick_and_age?"),
+                       ("Smile", "Did you mean: smile?"), ("stick", "Did you mean: lipstick, lipstick_and_age?")):
+        with pytest.raises(DirectionError) as exc:
+            lib.get(typo)
+        assert f"unknown edit direction {typo!r}. {hint}" == str(exc.value)
+    with pytest.raises(DirectionError, match="Run `python -m wplus directions` to list them"):
+        lib.get("zzzzzz")
+
+
+def test_convert_help_lists_only_accepted_options(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "wplus.convert", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 0 and "--official" not in out.stdout
+    assert "--half" in out.stdout and "suffix" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "wplus.convert", "a.bin", "b.bin", "--official"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 2 and "unrecognized arguments: --official" in out.stderr
 
 
 def test_cli_and_webui_name_the_e4e_file_alike(photo, tmp_path):

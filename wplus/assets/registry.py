@@ -85,6 +85,17 @@ _INTERFACEGAN_SHA256 = {
     "smile": "817a7e732b59dee9eba862bec8bd7e8373568443bc9f9731a21cf9b0356f0653",
 }
 _GANSPACE_CSV_SHA256 = "074b88a74c15fcfbce51ba1fa46cdd6485163f6e090d5ab1bf4b4f4617e6fa67"
+# The edit names of that ganspace_configs.csv (its first column, in file order; fixed by its sha256),
+# so the edits can be listed before the table is downloaded.
+GANSPACE_EDITS = (
+    "frizzy_hair", "background_blur", "bald", "big_smile", "caricature_smile", "scary_eyes",
+    "curly_hair", "dark_bg_shiny_hair", "dark_hair_and_light_pos", "dark_hair", "disgusted", "displeased",
+    "eye_openness", "eye_wrinkles", "eyebrow_thickness", "face_roundness", "fearful_eyes", "hairline",
+    "happy_frizzy_hair", "happy_elderly_lady", "head_angle_up", "huge_grin", "in_awe", "wide_smile",
+    "large_jaw", "light_lr", "lipstick_and_age", "lipstick", "mascara_vs_beard", "nose_length",
+    "elderly_woman", "overexposed", "screaming", "short_face", "show_front_teeth", "smile",
+    "straight_bowl_cut", "sunlight_in_face", "trimmed_beard", "white_hair", "wrinkles", "boyishness",
+)
 
 
 def _release(key: str, filename: str, description: str, purpose: str) -> ModelFile:
@@ -146,6 +157,22 @@ def direction_files(include_training: bool = False) -> list[ModelFile]:
         f for f in REGISTRY.values()
         if f.subdir == DIRECTIONS_SUBDIR and (include_training or f.purpose != "training")
     ]
+
+
+def official_directions() -> list[tuple[str, str, tuple[ModelFile, ...]]]:
+    """(source, stem, the files it needs) of every edit the paper's `w_direction/` folder provides.
+
+    Sources as `wplus.stylegan.directions.SOURCES` names them: latent, interfacegan, ganspace."""
+    out: list[tuple[str, str, tuple[ModelFile, ...]]] = []
+    for entry in direction_files():
+        rel = Path(entry.filename)
+        if rel.parent.name == "latent_directions":
+            out.append(("latent", rel.stem, (entry,)))
+        elif rel.parent.name == "interfacegan_directions":
+            out.append(("interfacegan", rel.stem, (entry,)))
+    ganspace = (REGISTRY["directions/gan_space/ffhq_pca.pt"], REGISTRY["directions/ganspace_configs.csv"])
+    out += [("ganspace", name, ganspace) for name in GANSPACE_EDITS]
+    return out
 
 
 def select(what: str) -> list[ModelFile]:

@@ -1,4 +1,4 @@
-"""Convert adapter files: `python -m wplus.convert IN OUT [--official] [--half]`.
+"""Convert adapter files: `python -m wplus.convert IN OUT [--half] [--arch ARCH]`.
 
 IN may be the official `wplus_adapter.bin` or our `.safetensors`; OUT's format follows its suffix
 (`.safetensors` = ours with metadata, anything else = the official pickle layout).
@@ -15,9 +15,12 @@ from wplus.errors import WPlusError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wplus.convert", description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="adapter file to read (.bin official or .safetensors)")
-    parser.add_argument("dst", help="file to write; .safetensors = our format, else the official .bin layout")
+    parser = argparse.ArgumentParser(prog="python -m wplus.convert", description=(
+        "Convert a W+ adapter file between the official wplus_adapter.bin layout and our .safetensors; "
+        "OUT's suffix picks the format (.safetensors = ours with metadata, anything else = the official "
+        "pickle layout)."))
+    parser.add_argument("src", metavar="IN", help="adapter file to read (.bin official or .safetensors)")
+    parser.add_argument("dst", metavar="OUT", help="file to write; .safetensors = our format, else the official .bin layout")
     parser.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     parser.add_argument("--arch", choices=["sd1", "sd2", "sdxl", "custom"], help="override the recorded model family")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ GANSpace edit is applied only for a non-zero strength. Files are read by
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import threading
@@ -143,10 +144,18 @@ class DirectionLibrary:
     def get(self, name: str) -> Direction:
         d = self._by_name.get(name) or self._by_key.get(name)
         if d is None:
-            near = [n for n in self.names() if name.lower() in n.lower()][:8]
+            near = close_names(name, self.names())
             hint = f" Did you mean: {', '.join(near)}?" if near else " Run `python -m wplus directions` to list them."
             raise DirectionError(f"unknown edit direction {name!r}.{hint}")
         return d
+
+
+def close_names(name: str, names: Sequence[str], limit: int = 8) -> list[str]:
+    """Names a misspelt `name` may have meant: close matches (`smiel` -> smile), then substrings."""
+    lowered = {n.lower(): n for n in names}
+    near = [lowered[n] for n in difflib.get_close_matches(name.lower(), list(lowered), n=limit, cutoff=0.6)]
+    near += [n for n in names if name.lower() in n.lower() and n not in near]
+    return near[:limit]
 
 
 # --- default library -----------------------------------------------------------------------------
