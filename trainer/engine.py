@@ -32,13 +32,14 @@ import wplus
 from trainer import data as data_mod
 from trainer import losses
 from trainer.config import TrainConfig, save_config
-from trainer.export import export_adapter
+from trainer.export import OFFICIAL, OURS, export_adapter
 from trainer.models import BaseModel, load_base_model
 from trainer.perturb import DirectionBank, perturb_wplus
+from trainer.resume import apply_settings, check_resume
 from trainer.validate import render_validation
 
 CKPT_DIR = "checkpoints"
-ADAPTER_FILE = "wplus_adapter.safetensors"
+ADAPTER_FILE = OURS  # a checkpoint's adapter: the same file name as the export
 
 
 class TrainModel(nn.Module):
@@ -75,6 +76,8 @@ class Trainer:
     out: Path = Path(".")
     history: list = field(default_factory=list)
     records: list = field(default_factory=list)
+    last_checkpoint: Optional[Path] = None
+    stopped: Optional[str] = None  # "SIGTERM" when pre-empted: checkpointed, not exported
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Trainer":
@@ -198,7 +201,7 @@ class Trainer:
         batches, batch = iter(loader), None
         t0, images = time.perf_counter(), 0
         try:
-            while self.step < cfg.max_steps and not stop.raised:
+            while self.step < cfg.max_steps and not stop.seen(acc):
                 if not cfg.overfit_batch or batch is None:
                     batch = next(batches)
                 seed_micro = 0 if cfg.overfit_batch else micro
@@ -239,7 +242,18 @@ class Trainer:
         stop.restore()
         if self.step != last_ckpt or not self._checkpoints():
             self.save_checkpoint()
-        self.export()
+        if stop.raised:  # pre-empted: keep the checkpoint, do not pass an unfinished adapter off as the result
+            self.stopped = "SIGTERM"
+            acc.print(f"W+ trainer: stopped by SIGTERM at step {self.step}/{cfg.max_steps}; checkpoint saved: "
+                      f"{self.last_checkpoint or self._checkpoints()[-1]}. Continue with --resume latest "
+                      f"--output-dir {self.out} (the adapter is exported when the run finishes).")
+            acc.end_training()
+            return self
+        path = self.export()
+        if path is not None:
+            extra = f" and {path.with_name(OFFICIAL)}" if self.cfg.export_official else ""
+            acc.print(f"W+ trainer: finished at step {self.step}. Adapter: {path}{extra} "
+                      f"(last checkpoint: {self.last_checkpoint or self._checkpoints()[-1]})")
         acc.end_training()
         return self
 
@@ -293,9 +307,11 @@ class Trainer:
         }
         torch.save(state, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.stage,
+                                                   "processes": acc.num_processes,
                                                    "config": self.cfg.to_dict()}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        self.last_checkpoint = final
         keep = self.cfg.checkpoints_keep
         if keep > 0:
             for old in self._checkpoints()[:-keep]:
@@ -303,10 +319,13 @@ class Trainer:
         return final
 
     def load_checkpoint(self, path: Path) -> None:
+        changed = check_resume(path, self.cfg, self.accelerator.num_processes, self.accelerator.print)
         _load_weights(self.adapter, wplus.load_adapter(path / ADAPTER_FILE), str(path))
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if changed:  # the optimizer and schedule states hold the old hyper-parameters: use the new ones
+            apply_settings(self.optimizer, self.lr_scheduler, self.cfg, changed)
         if state.get("scaler") and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
@@ -372,6 +391,13 @@ class _StopFlag:
 
     def _handle(self, *_: Any) -> None:
         self.raised = True
+
+    def seen(self, acc: Any) -> bool:
+        """Whether any process got the signal: all of them stop after the same micro-batch."""
+        if acc.num_processes > 1:
+            flag = torch.tensor([1.0 if self.raised else 0.0], device=acc.device)
+            self.raised = acc.reduce(flag, reduction="sum").item() > 0
+        return self.raised
 
     def restore(self) -> None:
         if self._old is not None:

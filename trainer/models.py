@@ -20,6 +20,7 @@ import torch
 import yaml
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -171,7 +172,11 @@ def _load_diffusers_folder(p: Path) -> BaseModel:
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:  # truncated download, another format renamed, ...
+            raise ValueError(f"{path} is not a readable .safetensors checkpoint ({exc}); download it again "
+                             "or use a diffusers folder.") from None
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickles with code objects (old Lightning callbacks), corrupt files

@@ -7,12 +7,14 @@ WILD_DIR: Stage II photos with captions (`name.jpg` + `name.txt`, one caption pe
 each is aligned and encoded (its W+ is the identity), and its mask is mapped back into the photo.
 W+ codes come from e4e on the background-removed aligned face (as the paper), or from precomputed
 files (`--wplus-dir`, e.g. the official `N.pth`). Writes DATA_DIR/manifest.jsonl (one JSON record
-per sample, paths relative to it) and DATA_DIR/skipped.jsonl (images without a usable face, and
-why). Resumable: samples already in the manifest are not redone.
+per sample, paths relative to it) and DATA_DIR/skipped.jsonl (this run's images without a usable
+face, and why; rewritten by every run). Resumable: samples already in the manifest are not redone.
+Exit status 2 (with one line saying why) when the inputs are wrong or no sample could be prepared.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import multiprocessing
@@ -39,17 +41,35 @@ WPLUS_SUFFIXES = (".pth", ".pt", ".safetensors", ".npy")
 Encoder = Callable  # torch: (B,3,256,256) in [-1,1] -> (B,18,512); torch is imported lazily (light workers)
 
 
+# why a photo was skipped, by exception type (or NoWPlus), for the one-line summary; each photo's full
+# reason is logged and written to skipped.jsonl
+_CAUSES = {"FaceNotFoundError": "no usable face", "MultipleFacesError": "several faces (--require-single)",
+           "ImageInputError": "not a readable image", "NoWPlus": "no W+ file in --wplus-dir"}
+
+
 @dataclass
 class Report:
     done: int = 0
     reused: int = 0
     skipped: list = field(default_factory=list)
 
+    def causes(self) -> str:
+        """'2 no usable face, 1 not a readable image': why photos were skipped, most common first."""
+        counts = collections.Counter(s["cause"] for s in self.skipped)
+        return ", ".join(f"{n} {cause}" for cause, n in counts.most_common())
+
     def __str__(self) -> str:
-        lines = [f"prepared {self.done} new sample(s), {self.reused} already in the manifest, "
-                 f"skipped {len(self.skipped)}"]
-        lines += [f"  skipped {s['image']}: {s['reason']}" for s in self.skipped]
-        return "\n".join(lines)
+        text = f"prepared {self.done} new sample(s), {self.reused} already in the manifest, skipped {len(self.skipped)}"
+        return text + (f" ({self.causes()})" if self.skipped else "")
+
+
+def check_inputs(faces: Optional[str | Path], wild: Optional[str | Path], wplus_dir: Optional[str | Path] = None) -> None:
+    """The folders exist (checked before e4e is loaded, and before any photo is read)."""
+    for flag, folder in (("--faces", faces), ("--wild", wild), ("--wplus-dir", wplus_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag} {folder}: no such folder")
+    if faces is None and wild is None:
+        raise ValueError("nothing to prepare: give --faces and/or --wild folders with images")
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -107,9 +127,8 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
     """
     from wplus.identity.encoder import image_to_batch  # torch: kept out of the detection workers
 
+    check_inputs(faces, wild, wplus_dir)
     out = Path(out)
-    for sub in ("aligned", "masks", "wplus", "wild_masks"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.jsonl"
     known = _load_manifest(manifest_path)
     wplus_dir = Path(wplus_dir) if wplus_dir else None
@@ -117,32 +136,38 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
     jobs: list[tuple[str, Path]] = []
     for kind, folder in (("face", faces), ("wild", wild)):
         if folder is not None:
-            if not Path(folder).is_dir():
-                raise FileNotFoundError(f"{folder} is not a folder of images")
             jobs += [(kind, p) for p in list_images(Path(folder))]
     if not jobs:
-        raise ValueError("nothing to prepare: give --faces and/or --wild folders with images")
+        raise ValueError(f"nothing to prepare: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
+                         f"{' or '.join(str(f) for f in (faces, wild) if f is not None)}")
     todo = []
     for kind, image in jobs:
         if f"{kind}-{image.stem}" in known:
             report.reused += 1
         else:
             todo.append((kind, image))
-    detect = functools.partial(_detect, backend=backend, size=size, require_single=require_single)
+    if todo and encoder is None and wplus_dir is None:
+        raise ValueError("no W+ source: give --e4e e4e_ffhq_encode.pt (encodes each face) or --wplus-dir DIR "
+                         "(precomputed W+ files named like the photos, e.g. 00017.pth)")
+    for sub in ("aligned", "masks", "wplus", "wild_masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    detect = functools.partial(_detect, backend=backend, size=size, require_single=require_single,
+                               wplus_dir=None if encoder is not None else wplus_dir)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and len(todo) > 1 else None
     results = pool.imap(detect, todo, chunksize=4) if pool else map(detect, todo)
     try:
-        with open(manifest_path, "a") as manifest, open(out / "skipped.jsonl", "a") as skipped:
+        with open(manifest_path, "a") as manifest, open(out / "skipped.jsonl", "w") as skipped:
             for n, ((kind, image), (prep, error)) in enumerate(zip(todo, results), 1):
                 sid = f"{kind}-{image.stem}"
                 if error is None:
                     try:
-                        rec = _finish(kind, image, sid, out, prep, encoder, find_wplus(wplus_dir, image.stem),
-                                      image_to_batch)
+                        rec = _finish(kind, image, sid, out, prep, encoder, wplus_dir, image_to_batch)
                     except (WPlusError, OSError, ValueError) as exc:
-                        error = f"{type(exc).__name__}: {exc}"
+                        error = (type(exc).__name__, str(exc))
                 if error is not None:
-                    entry = {"image": str(image), "reason": error}
+                    cause = _CAUSES.get(error[0], error[0])
+                    error = f"{error[0]}: {error[1]}"
+                    entry = {"image": str(image), "reason": error, "cause": cause}
                     report.skipped.append(entry)
                     skipped.write(json.dumps(entry) + "\n")
                     log(f"[{n}/{len(todo)}] skip {image.name}: {error}")
@@ -158,21 +183,28 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
     return report
 
 
-def _detect(job: tuple[str, Path], backend: str, size: int, require_single: bool):
-    """Detect + align + mask one photo (runs in worker processes): (PreparedFace, None) or (None, reason)."""
+def _detect(job: tuple[str, Path], backend: str, size: int, require_single: bool, wplus_dir: Optional[Path]):
+    """Detect + align + mask one photo (runs in worker processes): (PreparedFace, None) or
+    (None, (error type, message)). With `wplus_dir` (and no encoder) a photo without its W+ file
+    is skipped before any detection."""
+    image = job[1]
+    if wplus_dir is not None and find_wplus(wplus_dir, image.stem) is None:
+        return None, ("NoWPlus", f"no W+ file for {image.name} in {wplus_dir} ({image.stem}.pth, .pt, "
+                                 ".safetensors or .npy) and no --e4e to compute it")
     try:
         return prepare_reference(str(job[1]), backend=backend, size=size, require_single=require_single,
                                  keep_models=True), None
     except (WPlusError, OSError, ValueError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, (type(exc).__name__, str(exc))
 
 
 def _finish(kind: str, image: Path, sid: str, out: Path, prep, encoder: Optional[Encoder],
-            wfile: Optional[Path], image_to_batch) -> dict:
+            wplus_dir: Optional[Path], image_to_batch) -> dict:
     """Encode (main process: one encoder) and write the files and record of one prepared face."""
     rel = lambda p: os.path.relpath(p, out)
     aligned, mask = out / "aligned" / f"{sid}.png", out / "masks" / f"{sid}.png"
     wpath = out / "wplus" / f"{sid}.safetensors"
+    wfile = find_wplus(wplus_dir, image.stem)  # none without an encoder was skipped in _detect
     prep.aligned.save(aligned)
     Image.fromarray(np.uint8(np.clip(np.rint(prep.mask * 255), 0, 255)), "L").save(mask)
     if wfile is not None:
@@ -184,8 +216,6 @@ def _finish(kind: str, image: Path, sid: str, out: Path, prep, encoder: Optional
             w = encoder(image_to_batch(prep.masked, 256))
         if tuple(w.shape[-2:]) != WPLUS_SHAPE:
             raise ValueError(f"the encoder returned {tuple(w.shape)}, expected (1,{WPLUS_SHAPE[0]},{WPLUS_SHAPE[1]})")
-    else:
-        raise ValueError(f"no W+ for {image.name}: give --e4e (or --wplus-dir with {image.stem}.pth)")
     _save_wplus(w, wpath)
     rec = {"id": sid, "aligned": rel(aligned), "mask": rel(mask), "wplus": rel(wpath),
            "source": rel(image), "backend": prep.backend, "face_index": prep.face_index,
@@ -238,15 +268,21 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     p.add_argument("--device", help="device for e4e (default: cuda if available)")
     p.add_argument("--workers", type=int, default=1, help="processes for face detection and alignment")
     args = p.parse_args(list(argv) if argv is not None else None)
-    encoder = e4e_encoder(args.e4e, args.device) if args.e4e else None
     try:
+        check_inputs(args.faces, args.wild, args.wplus_dir)  # before the 1 GB e4e is loaded
+        encoder = e4e_encoder(args.e4e, args.device) if args.e4e else None
         report = prepare(args.out, args.faces, args.wild, encoder, args.wplus_dir, args.backend, args.size,
                          args.require_single, workers=args.workers)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError, WPlusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report)
-    print(f"manifest: {Path(args.out) / 'manifest.jsonl'}")
+    out = Path(args.out)
+    if report.done == 0 and report.reused == 0:
+        print(f"error: no sample was prepared: all {len(report.skipped)} photo(s) were skipped "
+              f"({report.causes()}); each one's reason is in {out / 'skipped.jsonl'}", file=sys.stderr)
+        return 2
+    print(f"manifest: {out / 'manifest.jsonl'}" + (f"; skipped photos: {out / 'skipped.jsonl'}" if report.skipped else ""))
     return 0
 
 

@@ -7,6 +7,7 @@ a 2-layer CLIPTextModel with CLIP's full 49408-token vocabulary, and the real CL
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -73,6 +74,19 @@ def build_tiny_sd(folder: str | Path, fixture: Optional[Path] = FIXTURE, unet_co
     return folder
 
 
-if __name__ == "__main__":
-    out = build_tiny_sd(sys.argv[1] if len(sys.argv) > 1 else "outputs/tiny-sd")
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.tiny",
+        description="Write a tiny Stable Diffusion model (diffusers folder, real architectures at toy width, "
+                    "built offline in seconds) to try the whole trainer on CPU: pass it as --pretrained-model "
+                    "with --resolution 64.")
+    parser.add_argument("out_dir", nargs="?", default="outputs/tiny-sd", help="folder to write (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    args = parser.parse_args(argv)
+    out = build_tiny_sd(args.out_dir, seed=args.seed)
     print(f"wrote a tiny SD model to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,9 +2,14 @@
 
 Multi-GPU / multi-node: `accelerate launch [--num_processes 8] trainer/train.py ...`.
 `python trainer/train.py --help` lists every option; defaults come from trainer/configs/stage{N}.yaml.
+
+Exit status: 0 finished (the adapter is exported), 1 the loss diverged, 2 bad settings or input
+files (one line says which), 143 stopped by SIGTERM and 130 by Ctrl-C (both after writing a
+checkpoint to resume from).
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -25,11 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg)
     try:
         trainer.setup()
-    except (FileNotFoundError, ValueError, WPlusError) as exc:  # bad paths/files/settings: no traceback
+    except (OSError, ValueError, WPlusError) as exc:  # bad paths/files/settings: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    trainer.train()
-    return 0
+    try:
+        trainer.train()
+    except FloatingPointError as exc:  # diverged: no checkpoint or export of those weights was written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        where = trainer.last_checkpoint or "no checkpoint (nothing to save yet)"
+        print(f"W+ trainer: interrupted (Ctrl-C) at step {trainer.step}; checkpoint saved: {where}. Continue "
+              f"with --resume latest --output-dir {trainer.out}.", file=sys.stderr)
+        return 128 + signal.SIGINT
+    return 128 + signal.SIGTERM if trainer.stopped == "SIGTERM" else 0
 
 
 if __name__ == "__main__":

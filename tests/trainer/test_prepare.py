@@ -124,12 +124,14 @@ def test_prepared_manifest_feeds_both_stages(prepared):
                                                               "a politician smiling", "")
 
 
-def test_missing_wplus_source_is_a_clear_skip(tmp_path):
+def test_missing_wplus_source_is_refused_before_any_photo(tmp_path):
     faces = tmp_path / "f"
     faces.mkdir()
     shutil.copy(E4E / "3.png", faces / "x.png")
-    report = prepare(tmp_path / "out", faces=faces, log=lambda s: None)
-    assert report.done == 0 and "--e4e" in report.skipped[0]["reason"]
+    with pytest.raises(ValueError, match="no W\\+ source: give --e4e .* or --wplus-dir"):
+        prepare(tmp_path / "out", faces=faces, log=lambda s: None)
+    report = prepare(tmp_path / "out", faces=faces, wplus_dir=tmp_path, log=lambda s: None)
+    assert report.done == 0 and "x.pth" in report.skipped[0]["reason"] and "--e4e" in report.skipped[0]["reason"]
 
 
 def test_worker_processes_prepare_the_same_faces(prepared, tmp_path):
