@@ -245,15 +245,15 @@ class Trainer:
         if stop.raised:  # pre-empted: keep the checkpoint, do not pass an unfinished adapter off as the result
             self.stopped = "SIGTERM"
             acc.print(f"W+ trainer: stopped by SIGTERM at step {self.step}/{cfg.max_steps}; checkpoint saved: "
-                      f"{self.last_checkpoint or self._checkpoints()[-1]}. Continue with --resume latest "
-                      f"--output-dir {self.out} (the adapter is exported when the run finishes).")
+                      f"{self._latest()}. Continue with --resume latest --output-dir {self.out} (the adapter "
+                      "is exported when the run finishes).")
             acc.end_training()
             return self
         path = self.export()
         if path is not None:
             extra = f" and {path.with_name(OFFICIAL)}" if self.cfg.export_official else ""
             acc.print(f"W+ trainer: finished at step {self.step}. Adapter: {path}{extra} "
-                      f"(last checkpoint: {self.last_checkpoint or self._checkpoints()[-1]})")
+                      f"(last checkpoint: {self._latest()})")
         acc.end_training()
         return self
 
@@ -275,7 +275,12 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _checkpoints(self) -> list[Path]:
         root = self.out / CKPT_DIR
-        return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.is_dir() else []
+        found = [p for p in root.glob("step-*") if p.name[5:].isdigit()] if root.is_dir() else []  # not *.tmp
+        return sorted(found, key=lambda p: int(p.name[5:]))
+
+    def _latest(self) -> Optional[Path]:
+        """The newest checkpoint (the main process knows it; the others may not see the folder)."""
+        return self.last_checkpoint or next(reversed(self._checkpoints()), None)
 
     def _resolve_resume(self, resume: str) -> Path:
         if resume == "latest":

@@ -64,12 +64,16 @@ class Report:
 
 
 def check_inputs(faces: Optional[str | Path], wild: Optional[str | Path], wplus_dir: Optional[str | Path] = None) -> None:
-    """The folders exist (checked before e4e is loaded, and before any photo is read)."""
+    """The folders exist and hold images (checked before e4e is loaded, and before any photo is read)."""
     for flag, folder in (("--faces", faces), ("--wild", wild), ("--wplus-dir", wplus_dir)):
         if folder is not None and not Path(folder).is_dir():
             raise FileNotFoundError(f"{flag} {folder}: no such folder")
-    if faces is None and wild is None:
+    folders = [Path(f) for f in (faces, wild) if f is not None]
+    if not folders:
         raise ValueError("nothing to prepare: give --faces and/or --wild folders with images")
+    if not any(list_images(f) for f in folders):
+        raise ValueError(f"nothing to prepare: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
+                         f"{' or '.join(str(f) for f in folders)}")
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -137,9 +141,6 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
     for kind, folder in (("face", faces), ("wild", wild)):
         if folder is not None:
             jobs += [(kind, p) for p in list_images(Path(folder))]
-    if not jobs:
-        raise ValueError(f"nothing to prepare: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
-                         f"{' or '.join(str(f) for f in (faces, wild) if f is not None)}")
     todo = []
     for kind, image in jobs:
         if f"{kind}-{image.stem}" in known:
