@@ -31,7 +31,8 @@ def export_adapter(adapter: "wplus.WPlusAdapter", out_dir: str | Path, official:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python trainer/export.py", description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(prog="python trainer/export.py",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("source", help="a checkpoint folder (outputs/.../checkpoints/step-N) or an adapter file")
     parser.add_argument("out_dir", help="folder to write wplus_adapter.safetensors (and .bin) into")
     parser.add_argument("--official", action="store_true", help="also write the official wplus_adapter.bin")

@@ -63,7 +63,8 @@ class Report:
         return text + (f" ({self.causes()})" if self.skipped else "")
 
 
-def check_inputs(faces: Optional[str | Path], wild: Optional[str | Path], wplus_dir: Optional[str | Path] = None) -> None:
+def check_inputs(faces: Optional[str | Path], wild: Optional[str | Path],
+                 wplus_dir: Optional[str | Path] = None) -> None:
     """The folders exist and hold images (checked before e4e is loaded, and before any photo is read)."""
     for flag, folder in (("--faces", faces), ("--wild", wild), ("--wplus-dir", wplus_dir)):
         if folder is not None and not Path(folder).is_dir():
@@ -283,7 +284,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         print(f"error: no sample was prepared: all {len(report.skipped)} photo(s) were skipped "
               f"({report.causes()}); each one's reason is in {out / 'skipped.jsonl'}", file=sys.stderr)
         return 2
-    print(f"manifest: {out / 'manifest.jsonl'}" + (f"; skipped photos: {out / 'skipped.jsonl'}" if report.skipped else ""))
+    skipped = f"; skipped photos: {out / 'skipped.jsonl'}" if report.skipped else ""
+    print(f"manifest: {out / 'manifest.jsonl'}{skipped}")
     return 0
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from trainer.config import TrainConfig
 from trainer.export import OURS as ADAPTER_FILE
+
 # Settings a resumed run may change (warned about); max_steps may change silently (extending a run).
 SETTINGS = ("train_batch_size", "gradient_accumulation_steps", "resolution", "seed", "learning_rate",
             "lr_scheduler", "lr_warmup_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon")

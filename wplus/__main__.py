@@ -18,7 +18,6 @@ from wplus.assets.download import downloads_disabled, ensure_file, find_existing
 from wplus.assets.fingerprint import file_tag
 from wplus.assets.registry import missing_message
 from wplus.errors import MissingWeightsError, WPlusError
-from wplus.faces.image import normalize_image
 from wplus.stylegan.edit_text import format_edits, parse_edits
 
 EXAMPLES = """examples:
@@ -105,7 +104,7 @@ def _models(args: argparse.Namespace) -> Path:
 def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -> int:
     # torch-based modules: imported by the commands that use them, so `download` and --help stay light
     from wplus.identity.cache import default_cache
-    from wplus.identity.encoder import IdentityEncoder, faces_table
+    from wplus.identity.encoder import IdentityEncoder, faces_table, normalize_image
     from wplus.identity.files import save_identity
     from wplus.stylegan.directions import apply_edits, default_library
 

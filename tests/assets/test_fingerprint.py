@@ -40,3 +40,22 @@ def test_atomic_write_replaces_in_one_step_or_not_at_all(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash while writing")
     assert path.read_text() == "new" and sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_atomic_writes_get_the_mode_open_gives(tmp_path, umask, mode):
+    """safetensors writes 0600 files; written through atomic_path they follow the umask like open()."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "a.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp))
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("plain")
+            os.chmod(tmp, 0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == mode

@@ -128,7 +128,7 @@ def test_download_check_and_offline_directions(tmp_path):
     # every missing file is named (not only the first), each with its URL ...
     from wplus.assets import registry
     files = registry.direction_files()
-    assert len(files) == 25 and f"25 of 25 edit-direction files are missing" in out.stderr
+    assert len(files) == 25 and "25 of 25 edit-direction files are missing" in out.stderr
     for entry in files:
         assert f"{entry.filename}  <- {entry.url}" in out.stderr
     # ... and the edits are listed by name from the registry, marked as missing, in their groups

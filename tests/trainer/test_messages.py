@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-import torch
 from PIL import Image
 
 from conftest import OFFICIAL, ROOT
@@ -130,7 +129,8 @@ def test_skipped_jsonl_is_this_runs_list(tmp_path, capsys):
     assert main(["--faces", str(faces), "--out", str(out), "--wplus-dir", str(faces)]) == 0
     skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert [s["image"].split("/")[-1] for s in skipped] == ["blank.png"] and skipped[0]["cause"] == "no usable face"
-    assert "prepared 1 new sample(s), 1 already in the manifest, skipped 1 (1 no usable face)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "prepared 1 new sample(s), 1 already in the manifest, skipped 1 (1 no usable face)" in printed
 
 
 # ----------------------------------------------------------------------------- runs, resume, export
@@ -163,7 +163,8 @@ def test_exported_files_are_readable_by_others_following_the_umask(stage1, tmp_p
     import wplus
     from trainer.export import export_adapter
     out = stage1[0]
-    for name in ("wplus_adapter.safetensors", "wplus_adapter.bin", "checkpoints/step-0000002/wplus_adapter.safetensors"):
+    for name in ("wplus_adapter.safetensors", "wplus_adapter.bin",
+                 "checkpoints/step-0000002/wplus_adapter.safetensors"):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
     adapter = wplus.load_adapter(out / "wplus_adapter.safetensors")
     old = os.umask(0o027)

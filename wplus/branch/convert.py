@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         "OUT's suffix picks the format (.safetensors = ours with metadata, anything else = the official "
         "pickle layout)."))
     parser.add_argument("src", metavar="IN", help="adapter file to read (.bin official or .safetensors)")
-    parser.add_argument("dst", metavar="OUT", help="file to write; .safetensors = our format, else the official .bin layout")
+    parser.add_argument("dst", metavar="OUT",
+                        help="file to write; .safetensors = our format, else the official .bin layout")
     parser.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     parser.add_argument("--arch", choices=["sd1", "sd2", "sdxl", "custom"], help="override the recorded model family")
     args = parser.parse_args(argv)
