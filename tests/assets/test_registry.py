@@ -11,7 +11,7 @@ from wplus.stylegan.directions import DirectionLibrary, read_ganspace_configs
 CSV = OFFICIAL / "w_direction" / "ganspace_configs.csv"
 
 
-@pytest.mark.skipif(not CSV.is_file(), reason="../shared/data/official/w_direction missing")
+@pytest.mark.needs_shared
 def test_registry_names_every_edit_of_the_paper_folder():
     from wplus.assets.download import sha256_file
 

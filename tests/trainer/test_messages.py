@@ -19,7 +19,6 @@ from conftest import OFFICIAL, ROOT
 E4E = OFFICIAL / "test_data" / "e4e"
 RES = 64
 
-pytestmark = pytest.mark.skipif(not E4E.is_dir(), reason="../shared test photos not available")
 
 
 def _env() -> dict:
@@ -52,6 +51,7 @@ def _args(work, out, *extra, steps=2):
 
 
 # ----------------------------------------------------------------------------- bad input files
+@pytest.mark.needs_shared
 def test_corrupt_safetensors_base_model_is_one_line_naming_it(work, tmp_path):
     bad = tmp_path / "v1-5-pruned.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json} and then some bytes")
@@ -75,6 +75,7 @@ def _faces(tmp_path, with_wplus=()):
     return faces
 
 
+@pytest.mark.needs_shared
 def test_prepare_with_a_missing_e4e_file_is_one_line_naming_it(tmp_path, capsys):
     from trainer.prepare import main
     faces = _faces(tmp_path)
@@ -88,6 +89,7 @@ def test_prepare_with_a_missing_e4e_file_is_one_line_naming_it(tmp_path, capsys)
     assert capsys.readouterr().err.strip() == f"error: --faces {tmp_path / 'facez'}: no such folder"
 
 
+@pytest.mark.needs_shared
 def test_prepare_without_any_wplus_source_says_so_once(tmp_path, capsys):
     from trainer.prepare import main
     faces = _faces(tmp_path)
@@ -98,6 +100,7 @@ def test_prepare_without_any_wplus_source_says_so_once(tmp_path, capsys):
     assert "--wplus-dir" in captured.err
 
 
+@pytest.mark.needs_shared
 def test_prepare_that_writes_no_sample_exits_2_with_the_reason_once(tmp_path, capsys):
     pytest.importorskip("dlib")
     from trainer.prepare import main
@@ -113,6 +116,7 @@ def test_prepare_that_writes_no_sample_exits_2_with_the_reason_once(tmp_path, ca
     assert "p1.pth" in skipped[0]["reason"] and "--e4e" in skipped[0]["reason"]
 
 
+@pytest.mark.needs_shared
 def test_skipped_jsonl_is_this_runs_list(tmp_path, capsys):
     pytest.importorskip("dlib")
     from trainer.prepare import main
@@ -153,12 +157,14 @@ def stage1(work, tmp_path_factory):
     return out, trainer, buf.getvalue()
 
 
+@pytest.mark.needs_shared
 def test_the_run_names_its_exported_files(stage1):
     out, _, printed = stage1
     assert (f"W+ trainer: finished at step 2. Adapter: {out / 'wplus_adapter.safetensors'} and "
             f"{out / 'wplus_adapter.bin'} (last checkpoint: {out / 'checkpoints' / 'step-0000002'})") in printed
 
 
+@pytest.mark.needs_shared
 def test_exported_files_are_readable_by_others_following_the_umask(stage1, tmp_path):
     import wplus
     from trainer.export import export_adapter
@@ -176,18 +182,22 @@ def test_exported_files_are_readable_by_others_following_the_umask(stage1, tmp_p
     assert (tmp_path / "wplus_adapter.bin").stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.needs_shared
 def test_a_stage1_checkpoint_does_not_resume_stage2(stage1, work, capsys):
     from trainer.train import main
     ckpt = stage1[0] / "checkpoints" / "step-0000002"
     args = _args(work, stage1[0].parent / "stage2", "--resume", str(ckpt))
     args[args.index("--stage") + 1] = "2"
     assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    err = [line for line in err.splitlines() if "error" in line]  # (transformers 5 adds loading bars)
     assert err == [f"error: --resume {ckpt}: that checkpoint is from Stage 1 (its meta.json) and this run is "
                    f"Stage 2; a checkpoint only continues its own stage: start Stage II from its adapter with "
                    f"--init {ckpt / 'wplus_adapter.safetensors'} (and no --resume)"]
 
 
+@pytest.mark.needs_shared
 def test_resuming_with_other_settings_warns_and_uses_them(stage1, work, tmp_path, capsys):
     from trainer.config import parse_config
     from trainer.engine import run
@@ -229,6 +239,7 @@ def test_resume_checks_read_meta_json(tmp_path):
         check_resume(tmp_path, TrainConfig(stage=1), processes=1)
 
 
+@pytest.mark.needs_shared
 def test_sigterm_writes_a_checkpoint_says_so_and_exits_143(work, tmp_path):
     out = tmp_path / "run"
     args = _args(work, out, "--checkpoint-every", "0", steps=100000)
