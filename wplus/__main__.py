@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 from wplus.assets import registry
-from wplus.assets.download import downloads_disabled, ensure_file, find_existing
+from wplus.assets.download import downloads_disabled, ensure_file, find_existing, offline_variable
 from wplus.assets.fingerprint import file_tag
 from wplus.assets.registry import missing_message
 from wplus.errors import MissingWeightsError, WPlusError
@@ -215,7 +215,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def _offline_cause(args: argparse.Namespace) -> str:
     if args.no_download:
         return "--no-download was given"
-    return "downloads are disabled by the environment (WPLUS_OFFLINE=1 or HF_HUB_OFFLINE=1)"
+    return f"downloads are disabled by the environment ({offline_variable()} is set)"
 
 
 def cmd_directions(args: argparse.Namespace) -> int:

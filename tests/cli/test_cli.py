@@ -124,7 +124,7 @@ def test_download_check_and_offline_directions(tmp_path):
     assert "--no-download" in out.stderr
     out = run_cli("directions", "--models", str(tmp_path))  # WPLUS_OFFLINE=1 in run_cli
     assert out.returncode == 2 and "raw.githubusercontent.com/csxmli2016/w-plus-adapter/main/w_direction/" in out.stderr
-    assert str((tmp_path / "w_direction").resolve()) in out.stderr and "WPLUS_OFFLINE" in out.stderr
+    assert str((tmp_path / "w_direction").resolve()) in out.stderr and "(WPLUS_OFFLINE=1 is set)" in out.stderr
     # every missing file is named (not only the first), each with its URL ...
     from wplus.assets import registry
     files = registry.direction_files()
