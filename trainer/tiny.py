@@ -1,9 +1,13 @@
 """A tiny Stable Diffusion model in diffusers layout, built offline from configs (tests, benchmarks,
-smoke-testing a training setup in seconds): `python -m trainer.tiny OUT_DIR`.
+smoke-testing a training setup in seconds): `python -m trainer.tiny OUT_DIR [--sdxl]`.
 
 Real architectures at toy width: the SD1-style UNet of the reference fixture (its weights when
 `../shared/fixtures/reference_sd15` is present), a 4-level AutoencoderKL (8x downsampling like SD),
 a 2-layer CLIPTextModel with CLIP's full 49408-token vocabulary, and the real CLIP BPE tokenizer.
+`--sdxl` builds the SDXL shape instead (the sdxl fixture's UNet config with text_time conditioning,
+two text encoders). Beside the model it writes `wplus_adapter.safetensors` (a fresh adapter for this
+UNet, residual weights copied from its own attention, as training starts) and `identity.safetensors`
+(a random W+ code), so `python -m wplus generate` runs on it with no downloads.
 """
 from __future__ import annotations
 
@@ -74,17 +78,73 @@ def build_tiny_sd(folder: str | Path, fixture: Optional[Path] = FIXTURE, unet_co
     return folder
 
 
+def build_tiny_sdxl(folder: str | Path, fixture: Optional[Path] = FIXTURE.with_name("reference_sdxl"),
+                    seed: int = 0) -> Path:
+    """An SDXL-shaped diffusers folder: text_time conditioning, two CLIP text encoders (16 + 24 = 40)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    if fixture is not None and (fixture / "config.json").is_file():
+        cfg = json.loads((fixture / "config.json").read_text())["diffusers_unet"]
+    else:
+        cfg = dict(TINY_UNET, cross_attention_dim=40, attention_head_dim=4)
+    cfg.update(addition_embed_type="text_time", addition_time_embed_dim=8,
+               projection_class_embeddings_input_dim=24 + 6 * 8)
+    UNet2DConditionModel(**cfg).save_pretrained(folder / "unet")
+    AutoencoderKL(block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
+                  up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=8, layers_per_block=1,
+                  latent_channels=4, sample_size=64).save_pretrained(folder / "vae")
+    common = dict(vocab_size=CLIP_VOCAB_SIZE, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  max_position_embeddings=77, bos_token_id=CLIP_VOCAB_SIZE - 2, eos_token_id=CLIP_VOCAB_SIZE - 1)
+    CLIPTextModel(CLIPTextConfig(hidden_size=16, hidden_act="quick_gelu", pad_token_id=1, **common)
+                  ).save_pretrained(folder / "text_encoder")
+    CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=24, projection_dim=24, hidden_act="gelu", pad_token_id=0,
+                                               **common)).save_pretrained(folder / "text_encoder_2")
+    write_clip_tokenizer(folder / "tokenizer")
+    write_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                  clip_sample=False).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.31.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"],
+        "force_zeros_for_empty_prompt": True}, indent=1))
+    return folder
+
+
+def write_tiny_extras(folder: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """A fresh W+ adapter for the folder's UNet and a random identity: what `wplus generate` needs."""
+    from diffusers import UNet2DConditionModel
+
+    from wplus.branch.adapter import WPlusAdapter
+    from wplus.branch.files import save_adapter
+    from wplus.identity.files import Identity, save_identity
+    folder = Path(folder)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+    adapter = save_adapter(WPlusAdapter.from_unet(unet), folder / "wplus_adapter.safetensors")
+    w = torch.randn(18, 512, generator=torch.Generator().manual_seed(seed))
+    identity = save_identity(Identity(w, name="tiny", source="random"), path=folder / "identity.safetensors")
+    return adapter, identity
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainer.tiny",
         description="Write a tiny Stable Diffusion model (diffusers folder, real architectures at toy width, "
                     "built offline in seconds) to try the whole trainer on CPU: pass it as --pretrained-model "
-                    "with --resolution 64.")
-    parser.add_argument("out_dir", nargs="?", default="outputs/tiny-sd", help="folder to write (default: %(default)s)")
+                    "with --resolution 64. Also writes wplus_adapter.safetensors and identity.safetensors for "
+                    "`python -m wplus generate`.")
+    parser.add_argument("out_dir", nargs="?", default=None, help="folder to write (default: outputs/tiny-sd[xl])")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    parser.add_argument("--sdxl", action="store_true", help="the SDXL shape (two text encoders, text_time)")
     args = parser.parse_args(argv)
-    out = build_tiny_sd(args.out_dir, seed=args.seed)
-    print(f"wrote a tiny SD model to {out}")
+    out_dir = args.out_dir or ("outputs/tiny-sdxl" if args.sdxl else "outputs/tiny-sd")
+    out = (build_tiny_sdxl if args.sdxl else build_tiny_sd)(out_dir, seed=args.seed)
+    adapter, identity = write_tiny_extras(out, seed=args.seed)
+    print(f"wrote a tiny {'SDXL' if args.sdxl else 'SD'} model to {out} (+ {adapter.name}, {identity.name})")
     return 0
 
 

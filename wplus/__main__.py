@@ -1,4 +1,4 @@
-"""Command line: `python -m wplus invert PHOTO`, `python -m wplus download`, `python -m wplus directions`.
+"""Command line: `python -m wplus generate …`, `invert PHOTO`, `download`, `directions`.
 
 Exit codes: 0 done, 2 a problem with the input or a missing file (the message says what to do).
 """
@@ -21,6 +21,7 @@ from wplus.errors import MissingWeightsError, WPlusError
 from wplus.stylegan.edit_text import format_edits, parse_edits
 
 EXAMPLES = """examples:
+  python -m wplus generate --photo me.jpg --prompt "a woman wearing a spacesuit" -o out.png
   python -m wplus invert photo.jpg -o alice --preview alice.png
   python -m wplus invert group.jpg --face-index 1 --edit smile=2 --edit age=-1
   python -m wplus directions
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only report which files are present (exit status 2 when any is missing)")
     _common(dl)
 
+    from wplus.pipeline.cli import add_parser as add_generate
+
+    add_generate(sub)
+
     dr = sub.add_parser("directions", help="list the edit directions, by group",
                         description="List the edit directions: name, group, slider range, suggested strength.")
     dr.add_argument("--group", default=None, help="only this group (e.g. expression, pose)")
@@ -89,6 +94,10 @@ def main(argv: Sequence[str] | None = None, e4e_loader: Callable[[], Any] | None
     try:
         if args.command == "invert":
             return cmd_invert(args, e4e_loader)
+        if args.command == "generate":
+            from wplus.pipeline.cli import main as cmd_generate
+
+            return cmd_generate(args, e4e_loader)
         if args.command == "download":
             return cmd_download(args)
         return cmd_directions(args)

@@ -80,3 +80,27 @@ def branch_on(step: int, total_steps: int, start: float) -> bool:
     if start <= 0 or total_steps <= 0:
         return True
     return step > start_step(total_steps, start)
+
+
+# --- diffusers pipelines ---------------------------------------------------------------------------
+def uncond_first_row_index(n_rows: int, cfg: bool, n_identities: int = 1) -> list[int]:
+    """Bank rows for diffusers' batch: [negative rows] + [positive rows] (one UNet call per step).
+
+    The bank holds `n_identities` identity rows (one for every image, or one per image) and then the
+    zero-W+ row (bank row `n_identities`). Without CFG (guidance <= 1) every row is positive.
+    """
+    n_pos = n_rows // 2 if cfg else n_rows
+    if n_rows <= 0 or (cfg and n_rows % 2):
+        raise ValueError(f"a diffusers CFG batch has an even number of rows; got {n_rows}")
+    if n_identities not in (1, n_pos):
+        raise ValueError(f"{n_identities} W+ codes for {n_pos} images: give one code, or one per image")
+    positive = [0] * n_pos if n_identities == 1 else list(range(n_pos))
+    return ([n_identities] * (n_rows - n_pos)) + positive
+
+
+def paper_start_step(start_percent: float, steps: int) -> int:
+    """The last step index with the branch off in the paper's pipeline: int(start/100 · steps), at most 30.
+
+    The branch is off at every step i <= this (so also at step 0 with start 0), as `generate_idnoise`.
+    """
+    return min(int(float(start_percent) / 100 * steps), MAX_START_STEPS)

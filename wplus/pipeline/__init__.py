@@ -1,0 +1,35 @@
+"""The paper's pipeline on diffusers: attach the W+ branch to a StableDiffusion(XL)Pipeline, generate, score.
+
+    with wplus.pipeline.attach(pipe, adapter, w_plus, scale=1.0, start=20):
+        images = pipe(prompt, negative_prompt=NEGATIVE_PROMPT, generator=...).images
+
+`python -m wplus generate` is the command line on top of it. Names load lazily (torch/diffusers
+only when used).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "attach": "wplus.pipeline.attach",
+    "PipelineBranch": "wplus.pipeline.attach",
+    "generate": "wplus.pipeline.generate",
+    "Settings": "wplus.pipeline.generate",
+    "load_pipeline": "wplus.pipeline.load",
+    "identity_score": "wplus.pipeline.score",
+    "face_embedding": "wplus.pipeline.score",
+    "NEGATIVE_PROMPT": "wplus.pipeline.defaults",
+    "DEFAULT_MODEL": "wplus.pipeline.defaults",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        return importlib.import_module(f"wplus.pipeline.{name}")  # submodules: wplus.pipeline.load, …
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
