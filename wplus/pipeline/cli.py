@@ -36,6 +36,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"diffusers folder, WebUI checkpoint (.safetensors/.ckpt) or hub id (default {DEFAULT_MODEL})")
+    g.add_argument("--original-config", default=None, metavar="YAML",
+                   help="ldm/sgm config of a single-file checkpoint (default: the standard SD1/SD2/SDXL one)")
     g.add_argument("--adapter", default=None,
                    help="W+ adapter file or its name in the models folder (default: wplus_adapter.bin, downloaded)")
     who = g.add_mutually_exclusive_group(required=True)

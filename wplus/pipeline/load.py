@@ -33,18 +33,20 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
 
 
 def load_pipeline(model: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                  scheduler: str = "euler", vae: str | None = None, allow_download: bool = True) -> Any:
-    """A StableDiffusionPipeline or StableDiffusionXLPipeline on `device`, safety checker off."""
+                  scheduler: str = "euler", vae: str | None = None, allow_download: bool = True,
+                  original_config: str | None = None) -> Any:
+    """A StableDiffusionPipeline or StableDiffusionXLPipeline on `device`, safety checker off.
+
+    original_config: the ldm/sgm YAML of a single-file checkpoint (default: the trainer's
+    `configs/models/<arch>.yaml` for the standard SD1/SD2/SDXL shapes)."""
     device = device if isinstance(device, torch.device) else pick_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(device, dtype)
+    kind = model_kind(model)
     path = Path(model).expanduser()
-    if path.is_dir():
+    if kind == "folder":
         pipe = _from_folder(path)
-    elif path.is_file():
-        pipe = _from_single_file(path)
-    elif _looks_like_path(model):
-        raise WPlusError(f"--model {model}: no such folder or file (a diffusers folder, a .safetensors/.ckpt "
-                         "checkpoint or a Hugging Face model id)")
+    elif kind == "file":
+        pipe = _from_single_file(path, original_config)
     else:
         pipe = _from_hub(model, allow_download)
     if vae:
@@ -53,6 +55,19 @@ def load_pipeline(model: str, device: str | torch.device | None = None, dtype: s
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(leave=False)
     return pipe.to(device=device, dtype=dtype)
+
+
+def model_kind(model: str) -> str:
+    """'folder', 'file' or 'hub'; a path that does not exist is an error (checked before heavy work)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        return "file"
+    if _looks_like_path(model):
+        raise WPlusError(f"--model {model}: no such folder or file (a diffusers folder, a .safetensors/.ckpt "
+                         "checkpoint or a Hugging Face model id)")
+    return "hub"
 
 
 def make_scheduler(name: str, config: Any) -> Any:
@@ -93,7 +108,7 @@ def _from_folder(path: Path) -> Any:
         raise WPlusError(f"--model {path}: cannot load this diffusers folder: {exc}") from None
 
 
-def _from_single_file(path: Path) -> Any:
+def _from_single_file(path: Path, original_config: str | None = None) -> Any:
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise WPlusError(f"--model {path}: a single-file checkpoint must be .safetensors or .ckpt")
     try:
@@ -102,7 +117,7 @@ def _from_single_file(path: Path) -> Any:
         raise WPlusError("single-file checkpoints are converted by the trainer's loader: run from the "
                          "repository, or `pip install 'sd-webui-wplus[trainer]'`") from None
     try:
-        base = load_base_model(str(path), cache_dir=Path(os.environ.get("WPLUS_CACHE", path.parent)))
+        base = load_base_model(str(path), original_config=original_config, cache_dir=Path(os.environ.get("WPLUS_CACHE", path.parent)))
     except (ValueError, FileNotFoundError, KeyError) as exc:
         raise WPlusError(f"--model {path}: {exc}") from None
     cls = _pipeline_class(base.is_sdxl)

@@ -107,7 +107,7 @@ def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], A
     from wplus.pipeline import output
     from wplus.pipeline.cli import cells
     from wplus.pipeline.generate import Settings, run
-    from wplus.pipeline.load import load_pipeline, pick_device, pipeline_arch
+    from wplus.pipeline.load import load_pipeline, model_kind, pick_device, pipeline_arch
     from wplus.pipeline.attach import PipelineBranch
     from wplus.stylegan.directions import apply_edits, default_library, mix
     from wplus.webui.session import code_hash
@@ -116,6 +116,7 @@ def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], A
     allow = not args.no_download
     lines: list[str] = []
     device = pick_device(args.device)
+    model_kind(args.model)
     adapter_file = adapter_path(args, models)  # missing files fail before anything heavy
     edit_names = sorted({n for _, _, _, e in cells(plan) for n in e})
     library = default_library(models, allow_download=allow) if edit_names else None
@@ -141,7 +142,7 @@ def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], A
 
     adapter = load_adapter(adapter_file).eval()
     pipe = load_pipeline(args.model, device=device, dtype=args.dtype, scheduler=args.scheduler, vae=args.vae,
-                         allow_download=allow)
+                         allow_download=allow, original_config=args.original_config)
     settings = Settings(prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
                         guidance=args.guidance, seed=args.seed, width=args.width, height=args.height,
                         num_images=args.num_images, freeu=args.freeu)
@@ -179,7 +180,7 @@ def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], A
         image, text = all_images[0], texts[0]
     else:
         n = args.num_images
-        col_labels = [f"λ {s:g}" + (f" #{m + 1}" if n > 1 else "") for s in plan.scales for m in range(n)]
+        col_labels = [f"lambda {s:g}" + (f" #{m + 1}" if n > 1 else "") for s in plan.scales for m in range(n)]
         row_labels = [_edits_label(r).lstrip(", ") for r in plan.edit_rows] if plan.row_axis else []
         image = output.grid(grid_rows, col_labels if len(col_labels) > 1 else [], row_labels,
                             [captions[i] for i in sorted(captions)] if scorer else None)
