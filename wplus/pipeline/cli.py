@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from wplus.errors import WPlusError
-from wplus.pipeline.defaults import (DEFAULT_GUIDANCE, DEFAULT_MODEL, DEFAULT_SCALE, DEFAULT_SEED, DEFAULT_START,
-                                     DEFAULT_STEPS, NEGATIVE_PROMPT, SCHEDULERS, check_scale, check_start)
+from wplus.pipeline.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_MODEL,
+    DEFAULT_SCALE,
+    DEFAULT_SEED,
+    DEFAULT_START,
+    DEFAULT_STEPS,
+    NEGATIVE_PROMPT,
+    SCHEDULERS,
+    check_scale,
+    check_start,
+)
 
 EXAMPLES = f"""examples:
   wplus generate --photo me.jpg --prompt "a woman wearing a spacesuit" -o out.png      (downloads SD1.5, adapter, e4e)

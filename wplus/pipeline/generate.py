@@ -13,8 +13,14 @@ from typing import Any
 import torch
 
 from wplus.pipeline.attach import PipelineBranch
-from wplus.pipeline.defaults import (DEFAULT_GUIDANCE, DEFAULT_SCALE, DEFAULT_SEED, DEFAULT_START, DEFAULT_STEPS,
-                                     NEGATIVE_PROMPT)
+from wplus.pipeline.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SCALE,
+    DEFAULT_SEED,
+    DEFAULT_START,
+    DEFAULT_STEPS,
+    NEGATIVE_PROMPT,
+)
 from wplus.pipeline.load import set_freeu
 
 

@@ -117,7 +117,7 @@ def _from_single_file(path: Path, original_config: str | None = None) -> Any:
         raise WPlusError("single-file checkpoints are converted by the trainer's loader: run from the "
                          "repository, or `pip install 'sd-webui-wplus[trainer]'`") from None
     try:
-        base = load_base_model(str(path), original_config=original_config, cache_dir=Path(os.environ.get("WPLUS_CACHE", path.parent)))
+        base = load_base_model(str(path), original_config=original_config, cache_dir=tokenizer_cache())
     except (ValueError, FileNotFoundError, KeyError) as exc:
         raise WPlusError(f"--model {path}: {exc}") from None
     cls = _pipeline_class(base.is_sdxl)
@@ -127,6 +127,11 @@ def _from_single_file(path: Path, original_config: str | None = None) -> Any:
                    scheduler=base.scheduler)
     return cls(vae=base.vae, text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], unet=base.unet,
                scheduler=base.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def tokenizer_cache() -> Path:
+    """Where the CLIP tokenizer of single-file checkpoints is written once ($WPLUS_CACHE or ~/.cache/wplus)."""
+    return Path(os.environ.get("WPLUS_CACHE") or Path.home() / ".cache" / "wplus").expanduser()
 
 
 def _hub_offline(allow_download: bool) -> bool:
