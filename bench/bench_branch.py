@@ -1,7 +1,9 @@
 """Cost of the W+ branch on a full-size SD1.5 UNet (random weights), measured in one run.
 
 Prints the step time with the branch attached vs. the plain UNet, and the branch's extra-FLOP share
-(the physical floor of its overhead). Target: extra time <= 1.25 x extra FLOPs.
+(the physical floor of its overhead). Target: extra time <= 1.25 x extra FLOPs. Plain and branch
+steps are interleaved; min, median and spread are printed, and the verdict says NOISE or
+INCONCLUSIVE when the machine's load moved the runs more than the overhead being measured.
 
     .venv/bin/python bench/bench_branch.py [--device cuda] [--repeats 3] [--size 64] [--batch 2]
 """
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import timing  # noqa: E402  (bench/timing.py)
+
 import wplus  # noqa: E402
 
 SD15_UNET = dict(
@@ -32,16 +35,6 @@ def build(device: str, dtype: torch.dtype):
     unet = UNetModel(**SD15_UNET).to(device, dtype).eval()
     adapter = wplus.WPlusAdapter.from_unet(unet)
     return unet, adapter
-
-
-def step_time(fn, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def flops(fn) -> int:
@@ -71,30 +64,29 @@ def main() -> None:
         half = max(1, args.batch // 2)  # CFG layout: cond rows, then uncond rows
         handle.tokens = torch.cat([adapter.project(w).expand(half, -1, -1), adapter.zero_tokens(args.batch - half)])
         branch_flops = flops(run)
-        run()  # warm-up with the branch
-        handle.scale = 0.0
-        run()  # warm-up without (scale 0 skips the branch entirely)
-        on, off = [], []
-        for _ in range(args.repeats):  # interleaved, so load changes hit both alike
-            handle.scale = 0.0
-            off.append(step_time(run, args.device))
-            handle.scale = 1.0
-            on.append(step_time(run, args.device))
-        handle.remove()
-        off.append(step_time(run, args.device))  # detached UNet too
+        sync = torch.cuda.synchronize if args.device == "cuda" else None
 
-    # The fastest run is the one least disturbed by other load on the machine.
-    t_off, t_on = min(off), min(on)
+        def plain():
+            handle.scale = 0.0  # scale 0 skips the branch entirely
+            run()
+
+        def branch():
+            handle.scale = 1.0
+            run()
+
+        # interleaved (plain, branch, plain, branch …) so load changes hit both alike
+        stats = timing.interleaved({"plain": plain, "branch": branch}, args.repeats, sync=sync)
+        handle.remove()
+
+    cmp = timing.Comparison(stats["plain"], stats["branch"])
     flop_share = branch_flops / plain_flops - 1
-    time_share = t_on / t_off - 1
     print(f"device={args.device} dtype={dtype} latent={args.size}x{args.size} batch={args.batch} "
-          f"threads={torch.get_num_threads()} repeats={args.repeats}")
-    print(f"plain UNet step      {t_off * 1e3:9.1f} ms   ({plain_flops / 1e12:.3f} TFLOP)  (fastest of {len(off)})")
-    print(f"with W+ branch step  {t_on * 1e3:9.1f} ms   ({branch_flops / 1e12:.3f} TFLOP)  (fastest of {len(on)})")
-    print(f"overhead ratio       {t_on / t_off:9.4f}x  (extra time {time_share * 100:.2f}%)")
-    print(f"FLOP floor ratio     {1 + flop_share:9.4f}x  (extra FLOPs {flop_share * 100:.2f}%)")
-    verdict = "OK" if time_share <= 1.25 * flop_share else "ABOVE TARGET"
-    print(f"extra time / extra FLOPs = {time_share / flop_share:.2f} (target <= 1.25): {verdict}")
+          f"threads={torch.get_num_threads()} repeats={args.repeats} (interleaved)")
+    print(f"plain UNet step      {stats['plain'].line(1e3, 'ms')}   ({plain_flops / 1e12:.3f} TFLOP)")
+    print(f"with W+ branch step  {stats['branch'].line(1e3, 'ms')}   ({branch_flops / 1e12:.3f} TFLOP)")
+    print(f"overhead             min {cmp.extra_min * 100:+.2f} %  median {cmp.extra_median * 100:+.2f} %")
+    print(f"FLOP floor           {flop_share * 100:+.2f} %")
+    print(cmp.verdict(floor=flop_share, target=1.25))
 
 
 if __name__ == "__main__":
