@@ -11,16 +11,15 @@ official .pt layout and as our .safetensors (about 1 GB each, in a temporary fol
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import timing  # noqa: E402  (bench/timing.py)
 
 from wplus.stylegan import encoder as e4e_encoder  # noqa: E402
 from wplus.stylegan import generator as stylegan2  # noqa: E402
@@ -46,16 +45,13 @@ class Bench:
     def __init__(self, repeat: int):
         self.repeat = repeat
         self.rows: List[Tuple[str, str, float, int]] = []
+        self.stats: List[timing.Stats] = []
 
     def time(self, device: str, fn: Callable[[], object], repeat: Optional[int] = None) -> float:
-        times = []
-        for _ in range(repeat or self.repeat):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        """Median seconds; min and spread go into the table too (see bench/timing.py)."""
+        stats = timing.repeated(fn, repeat or self.repeat, sync=lambda: _sync(device))
+        self.stats.append(stats)
+        return stats.median
 
     def row(self, device: str, step: str, fn: Callable[[], object], images: int = 1,
             repeat: Optional[int] = None) -> float:
@@ -68,14 +64,17 @@ class Bench:
         ref = {d: s / n for d, step, s, n in self.rows if step == reference}
         print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
               + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-        print(f"{'device':6s} {'step':44s} {'median s':>10s} {'s / image':>10s} {'vs ' + reference:>22s}")
-        for device, step, secs, n in self.rows:
+        print(f"{'device':6s} {'step':44s} {'median s':>10s} {'s / image':>10s} {'vs ' + reference:>22s} "
+              f"{'min s':>9s} {'spread':>7s}")
+        for (device, step, secs, n), st in zip(self.rows, self.stats):
             each, ratio = secs / n, ""
             if device in ref and step != reference:
                 ratio = (f"{ref[device] / each:,.1f}x faster" if each <= ref[device]
                          else f"{each / ref[device]:,.1f}x slower")
             per = f"{each:10.4f}" if n > 1 else ""
-            print(f"{device:6s} {step:44s} {secs:10.4f} {per:>10s} {ratio:>22s}")
+            print(f"{device:6s} {step:44s} {secs:10.4f} {per:>10s} {ratio:>22s} {st.min:9.4f} "
+                  f"{st.spread * 100:6.1f}%")
+        print("A ratio whose rows' spread is larger than the ratio's difference from 1 is noise.")
 
 
 def bench_files(b: Bench, ckpt: dict, folder: Path, device: str) -> None:

@@ -4,20 +4,19 @@
 
 Uses the real e4e architecture: the checkpoint in models/ when present, else the same modules with
 random weights (timing does not depend on the weights). Prints one table; ratios come from the
-same run.
+same run. All steps are run interleaved (see bench/timing.py): min, median and spread per step.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import timing  # noqa: E402  (bench/timing.py)
 
 from wplus.assets import registry  # noqa: E402
 from wplus.identity.cache import IdentityCache  # noqa: E402
@@ -36,53 +35,49 @@ def random_e4e(device: str):
     return load_e4e({"state_dict": sd, "latent_avg": torch.zeros(18, 512)}, device=device)
 
 
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def bench_device(device: str, photo, e4e_path: Path | None, repeat: int) -> list[tuple[str, float]]:
+def bench_device(device: str, photo, e4e_path: Path | None, repeat: int) -> dict[str, timing.Stats]:
     from wplus.faces.detect import prepare_reference
     from wplus.identity.encoder import image_to_batch
     from wplus.stylegan.e4e import load_e4e
 
-    model = load_e4e(str(e4e_path), device=device) if e4e_path else random_e4e(device)
+    def open_e4e():
+        return load_e4e(str(e4e_path), device=device) if e4e_path else random_e4e(device)
+
+    model = open_e4e()
     model.load()
     ref = prepare_reference(photo, backend="dlib", size=256)  # also warms the dlib models
     batch = image_to_batch(ref.masked)
-    model.encode(batch)  # warm-up
-    rows = [("e4e.encode only", timed(lambda: model.encode(batch), repeat))]
-    rows.append(("detect + align + mask only",
-                 timed(lambda: prepare_reference(photo, backend="dlib", size=256), repeat)))
-
+    sync = torch.cuda.synchronize if device == "cuda" else None
     with tempfile.TemporaryDirectory() as tmp:
         tags = iter(range(10**6))
+
+        def first_use():  # what a new process pays: open + build e4e, then the full encode
+            fresh = open_e4e()
+            IdentityEncoder(lambda: fresh, cache=IdentityCache(8, Path(tmp) / f"c{next(tags)}")).encode(photo)
 
         def miss():
             enc = IdentityEncoder(lambda: model, cache=IdentityCache(8, Path(tmp) / f"c{next(tags)}"), keep_loaded=True)
             enc.encode(photo)
 
-        rows.append(("full encode (cache miss)", timed(miss, repeat)))
         cache = IdentityCache(8, Path(tmp) / "hit")
         enc = IdentityEncoder(lambda: model, cache=cache, keep_loaded=True)
         enc.encode(photo)
-        rows.append(("cache hit, memory", timed(lambda: enc.encode(photo), repeat)))
 
         def disk_hit():
             IdentityEncoder(lambda: model, cache=IdentityCache(8, Path(tmp) / "hit"), keep_loaded=True).encode(photo)
 
-        rows.append(("cache hit, disk (fresh process)", timed(disk_hit, repeat)))
+        variants = {
+            "first use (load e4e + encode)": first_use,
+            "full encode (cache miss)": miss,
+            "e4e.encode only": lambda: model.encode(batch),
+            "detect + align + mask only": lambda: prepare_reference(photo, backend="dlib", size=256),
+            "cache hit, memory": lambda: enc.encode(photo),
+            "cache hit, disk (fresh process)": disk_hit,
+        }
+        stats = timing.interleaved(variants, repeat, sync=sync)
         assert enc.encode_count == 1
     model.release()
-    return rows
+    return stats
 
 
 def main(argv=None) -> int:
@@ -108,13 +103,13 @@ def main(argv=None) -> int:
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     print(f"e4e weights: {e4e_path or 'random (real architecture)'}; photo: {args.photo or 'skimage astronaut'}; "
           f"torch threads {torch.get_num_threads()}")
-    print(f"{'device':6s} {'step':34s} {'median s':>10s} {'x faster than miss':>20s}")
+    print(f"interleaved, {args.repeat} rounds; ratio = median of the cache miss / median of the row")
     for device in devices:
-        rows = bench_device(device, photo, e4e_path, args.repeat)
-        miss = dict(rows)["full encode (cache miss)"]
-        for name, secs in rows:
-            ratio = f"{miss / secs:,.0f}x" if name.startswith("cache hit") else ""
-            print(f"{device:6s} {name:34s} {secs:10.4f} {ratio:>20s}")
+        stats = bench_device(device, photo, e4e_path, args.repeat)
+        miss = stats["full encode (cache miss)"]
+        for name, st in stats.items():
+            ratio = f"{miss.median / st.median:,.0f}x faster than a miss" if name.startswith("cache hit") else ""
+            print(f"{device:6s} {name:34s} {st.line()}  {ratio}")
     return 0
 
 

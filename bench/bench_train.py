@@ -16,7 +16,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import timing  # noqa: E402  (bench/timing.py)
 
 SD15 = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=[320, 640, 1280, 1280],
@@ -72,19 +72,21 @@ def unet_rows(name: str, cfg: dict, res: int, batch: int, steps: int, device: st
     for stage, fn in (("I", stage1), ("II", stage2)):
         per = timed(fn, steps, device) / batch
         rows.append({"model": f"{name} UNet ({params:.0f}M, adapter {trainable:.2f}M)", "stage": stage,
-                     "res": res, "batch": batch, "s_per_image": per})
+                     "res": res, "batch": batch, "s_per_image": per,
+                     "spread": SPREADS[-1]})
     model.handle.remove()
     return rows
 
 
 def timed(fn, steps: int, device: str) -> float:
+    """Median seconds per step after one warm-up (min and spread are kept for the table)."""
     fn()  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / steps
+    stats = timing.repeated(fn, steps, sync=lambda: sync(device))
+    SPREADS.append(stats.spread)
+    return stats.median
+
+
+SPREADS: list[float] = []  # of every timed row, in order
 
 
 def sync(device: str) -> None:
@@ -137,7 +139,8 @@ def full_tiny_rows(steps: int, device: str) -> list[dict]:
                 state["micro"] += 1
 
             rows.append({"model": "tiny full step (VAE+CLIP+UNet)", "stage": "I" if stage == 1 else "II",
-                         "res": 64, "batch": 2, "s_per_image": timed(step, steps, device) / 2})
+                         "res": 64, "batch": 2, "s_per_image": timed(step, steps, device) / 2,
+                         "spread": SPREADS[-1]})
             tr.model.handle.remove()
     return rows
 
@@ -164,7 +167,7 @@ def main() -> None:
     print(f"{'model':<44} {'stage':>5} {'res':>5} {'batch':>5} {'s/image':>10} {'images/s':>9}")
     for r in rows:
         print(f"{r['model']:<44} {r['stage']:>5} {r['res']:>5} {r['batch']:>5} {r['s_per_image']:>10.4f} "
-              f"{1 / r['s_per_image']:>9.2f}")
+              f"{1 / r['s_per_image']:>9.2f}  spread {r['spread'] * 100:.0f}%")
     by = {}
     for r in rows:
         by.setdefault(r["model"], {})[r["stage"]] = r["s_per_image"]
