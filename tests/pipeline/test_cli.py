@@ -10,7 +10,7 @@ from conftest import OFFICIAL
 from helpers.tiny_e4e import TinyE4E
 from wplus.__main__ import main
 
-pytestmark = pytest.mark.usefixtures("shared_dir")
+pytestmark = pytest.mark.needs_shared  # the fixture adapter/UNet, the paper's photos and directions
 PHOTO = OFFICIAL / "test_data" / "e4e" / "1.png"
 
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import FIXTURES, OFFICIAL
 
-pytestmark = pytest.mark.usefixtures("shared_dir")
+pytestmark = pytest.mark.needs_shared  # the fixture adapter/UNet, the paper's photos and directions
 
 ADAPTER = FIXTURES / "reference_sd15" / "wplus_adapter.bin"
 PROMPT = "a woman wearing a spacesuit"

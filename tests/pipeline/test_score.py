@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import OFFICIAL
 
-pytestmark = pytest.mark.usefixtures("shared_dir")
+pytestmark = pytest.mark.needs_shared  # the fixture adapter/UNet, the paper's photos and directions
 E4E = OFFICIAL / "test_data" / "e4e"
 
 
