@@ -119,3 +119,14 @@ def test_photo_seed_and_mix_with_score(tiny, tmp_path, capsys):
     assert main(_args(tiny, "--random-identity", "7", "-o", str(out2)), e4e_loader=lambda: model) == 0
     assert "Wplus identity: seed 7" in Image.open(out2).info["parameters"]
     assert Image.open(out2).size == (64, 64)
+
+
+def test_offline_every_missing_file_is_named(tiny, capsys, tmp_path):
+    args = _args(tiny, "--photo", str(PHOTO), "-o", str(tmp_path / "x.png"))
+    i = args.index("--adapter")
+    del args[i:i + 2]
+    args[args.index("--models") + 1] = str(tmp_path / "empty")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().split("\n")
+    assert len(err) == 2 and "'wplus_adapter.bin'" in err[0] and "'e4e_ffhq_encode.pt'" in err[1]
+    assert all(str(tmp_path / "empty") in line and "https://" in line for line in err)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from wplus.errors import WPlusError
+from wplus.errors import MissingWeightsError, WPlusError
 from wplus.webui import infotext as wi
 
 
@@ -54,6 +54,20 @@ def models_dir(args: argparse.Namespace) -> Path:
     from wplus.assets.registry import default_models_dir
 
     return args.models if args.models is not None else default_models_dir()
+
+
+def check_files(args: argparse.Namespace, models: Path, e4e_needed: bool) -> None:
+    """Offline, every missing weights file is named at once (one message line per file)."""
+    from wplus.assets import registry
+    from wplus.assets.download import downloads_disabled, find_existing
+
+    if not (args.no_download or downloads_disabled()):
+        return
+    keys = (["adapter"] if args.adapter is None else []) + (["e4e"] if e4e_needed else [])
+    missing = [registry.get(k) for k in keys if find_existing(registry.get(k), models) is None]
+    if missing:
+        raise MissingWeightsError("\n".join(registry.missing_message(e, models, "automatic download is disabled")
+                                            for e in missing))
 
 
 def adapter_path(args: argparse.Namespace, models: Path) -> Path:
@@ -117,6 +131,9 @@ def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], A
     lines: list[str] = []
     device = pick_device(args.device)
     model_kind(args.model)
+    e4e_needed = e4e_loader is None and (args.photo is not None or args.random_identity is not None
+                                         or bool(args.mix_with) or (args.score and args.identity is not None))
+    check_files(args, models, e4e_needed)
     adapter_file = adapter_path(args, models)  # missing files fail before anything heavy
     edit_names = sorted({n for _, _, _, e in cells(plan) for n in e})
     library = default_library(models, allow_download=allow) if edit_names else None
