@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timing  # noqa: E402  (bench/timing.py)
 
 from wplus.pipeline import attach  # noqa: E402
-from wplus.pipeline.generate import Settings, run  # noqa: E402
 from wplus.pipeline.load import load_pipeline  # noqa: E402
+from wplus.pipeline.sampling import Settings, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,13 +42,17 @@ def _pixels(img) -> np.ndarray:
 
 
 def _run(pipe, steps=30, seed=23, **kw):
-    from wplus.pipeline.generate import Settings, run
+    from wplus.pipeline.sampling import Settings, run
 
     return run(pipe, Settings(prompt=PROMPT, steps=steps, seed=seed, **kw))
 
 
 def test_defaults_are_the_papers_demo(pipe):
-    from wplus.pipeline import defaults
+    import wplus.pipeline.load  # noqa: F401  (submodules loaded first must not shadow the API's names)
+    import wplus.pipeline.sampling  # noqa: F401
+    from wplus.pipeline import attach, defaults, generate
+
+    assert callable(attach) and callable(generate)
 
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
     assert (defaults.DEFAULT_STEPS, defaults.DEFAULT_GUIDANCE, defaults.DEFAULT_SCALE, defaults.DEFAULT_START) == \

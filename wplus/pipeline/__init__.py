@@ -12,10 +12,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "attach": "wplus.pipeline.attach",
-    "PipelineBranch": "wplus.pipeline.attach",
-    "generate": "wplus.pipeline.generate",
-    "Settings": "wplus.pipeline.generate",
+    "attach": "wplus.pipeline.branch",
+    "PipelineBranch": "wplus.pipeline.branch",
+    "generate": "wplus.pipeline.sampling",
+    "Settings": "wplus.pipeline.sampling",
     "load_pipeline": "wplus.pipeline.load",
     "identity_score": "wplus.pipeline.score",
     "face_embedding": "wplus.pipeline.score",

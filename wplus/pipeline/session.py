@@ -119,10 +119,10 @@ def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], A
     from wplus.assets.download import sha256_file
     from wplus.branch.files import load_adapter
     from wplus.pipeline import output
-    from wplus.pipeline.attach import PipelineBranch
+    from wplus.pipeline.branch import PipelineBranch
     from wplus.pipeline.cli import cells
-    from wplus.pipeline.generate import Settings, run
     from wplus.pipeline.load import load_pipeline, model_kind, pick_device, pipeline_arch
+    from wplus.pipeline.sampling import Settings, run
     from wplus.stylegan.directions import apply_edits, default_library, mix
     from wplus.webui.session import code_hash
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from wplus.pipeline.attach import PipelineBranch
+from wplus.pipeline.branch import PipelineBranch
 from wplus.pipeline.defaults import (
     DEFAULT_GUIDANCE,
     DEFAULT_SCALE,
