@@ -116,8 +116,9 @@ def test_rows_negative_first_and_per_image_codes(pipe, w1):
         assert branch._handle.row_index == (2, 2, 0, 1)
     with attach(pipe, ADAPTER, w1, start=0):
         one = _run(pipe, steps=4, num_images=2)
-    assert np.array_equal(_pixels(both[0]), _pixels(one[0]))
-    assert not np.array_equal(_pixels(both[1]), _pixels(one[1]))
+    # image 0 has w1 either way (a 2-code projection rounds the last bits differently: ±1 at most)
+    assert np.abs(_pixels(both[0]) - _pixels(one[0])).max() <= 1
+    assert np.abs(_pixels(both[1]) - _pixels(one[1])).max() > 2
     with attach(pipe, ADAPTER, w1, start=0) as branch:
         branch._index[(2, True)] = [0, 1]  # the WebUI's cond-first order, wrongly applied
         swapped = _run(pipe, steps=4)[0]
