@@ -37,6 +37,7 @@ from trainer.models import BaseModel, load_base_model
 from trainer.perturb import DirectionBank, perturb_wplus
 from trainer.resume import apply_settings, check_resume
 from trainer.validate import render_validation
+from wplus.assets.io import load_pickle
 
 CKPT_DIR = "checkpoints"
 ADAPTER_FILE = OURS  # a checkpoint's adapter: the same file name as the export
@@ -326,7 +327,7 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         changed = check_resume(path, self.cfg, self.accelerator.num_processes, self.accelerator.print)
         _load_weights(self.adapter, wplus.load_adapter(path / ADAPTER_FILE), str(path))
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        state = load_pickle(path / "state.pt", "training state")
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if changed:  # the optimizer and schedule states hold the old hyper-parameters: use the new ones

@@ -20,9 +20,10 @@ import torch
 import yaml
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from wplus.assets.io import SAFETENSORS, load_pickle, read_safetensors, sniff
+from wplus.errors import WPlusError
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "configs" / "models"
 CLIP_VOCAB_SIZE = 49408
@@ -171,18 +172,15 @@ def _load_diffusers_folder(p: Path) -> BaseModel:
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:  # truncated download, another format renamed, ...
-            raise ValueError(f"{path} is not a readable .safetensors checkpoint ({exc}); download it again "
-                             "or use a diffusers folder.") from None
+    """A Stable Diffusion checkpoint's state dict (.safetensors or a weights-only pickle, by content)."""
+    hint = ("Convert it to .safetensors (e.g. with the WebUI's checkpoint merger, 'safetensors' format) "
+            "or use a diffusers folder.")
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickles with code objects (old Lightning callbacks), corrupt files
-        raise ValueError(f"{path} cannot be read safely as a checkpoint ({type(exc).__name__}: {exc}). "
-                         "Convert it to .safetensors (e.g. with the WebUI's checkpoint merger, "
-                         "'safetensors' format) or use a diffusers folder.") from None
+        if sniff(path) == SAFETENSORS:
+            return read_safetensors(path, "Stable Diffusion checkpoint")[0]
+        sd = load_pickle(path, "Stable Diffusion checkpoint")
+    except WPlusError as exc:  # pickles with code objects (old Lightning callbacks), corrupt files
+        raise ValueError(f"{exc} {hint}") from None
     while isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     return sd

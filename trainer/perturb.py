@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from wplus.assets.io import load_pickle
 from wplus.geometry import WPLUS_SHAPE
 from wplus.stylegan.directions import DirectionLibrary
 
@@ -41,7 +42,7 @@ class DirectionBank:
         vectors = []
         att = folder / "att_direction_scale.pth"
         if att.is_file():
-            loaded = torch.load(att, map_location="cpu", weights_only=True)
+            loaded = load_pickle(att, "edit directions file")
             vectors = [torch.as_tensor(v).float().reshape(WPLUS_SHAPE) for v in loaded]
         library = DirectionLibrary.from_folders(official=folder)
         ganspace = [d for d in library if d.source == "ganspace"]

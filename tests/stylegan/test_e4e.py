@@ -267,7 +267,7 @@ def test_non_weights_files_rejected(tmp_path):
         load_e4e(junk)
     code = tmp_path / "code.pt"
     code.write_bytes(pickle.dumps({"state_dict": {}, "fn": print}, protocol=2))
-    with pytest.raises(E4EFormatError, match="code objects"):
+    with pytest.raises(E4EFormatError, match="not plain weights"):
         load_e4e(code)
 
 

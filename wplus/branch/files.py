@@ -9,20 +9,29 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from wplus.assets.atomic import atomic_path
-from wplus.assets.io import load_pickle
+from wplus.assets.io import (
+    SAFETENSORS,
+    check_weights,
+    existing_file,
+    load_pickle,
+    read_safetensors,
+    safetensors_header,
+    sniff,
+)
 from wplus.branch.adapter import WPlusAdapter
 from wplus.branch.layers import FAMILY_NAMES, LayerSpec
 from wplus.errors import AdapterFormatError
-from wplus.geometry import NUM_TOKENS
+from wplus.geometry import STYLE_DIM, TOKEN_GROUPS
 
 FORMAT = "wplus-adapter"
 FORMAT_VERSION = "1"
 _OFFICIAL_KEY = re.compile(r"^(\d+)\.to_([qkv])_wplus\.weight$")
 _OURS_KEY = re.compile(r"^layers\.(\d+)\.to_([qkv])_wplus\.weight$")
+#: Largest feature width a layer may declare (SDXL's is 1280, its context 2048).
+MAX_WIDTH = 16384
 _KNOWN_OTHERS = {
     "image_proj": "an IP-Adapter file",
     "ip_adapter": "an IP-Adapter file",
@@ -32,11 +41,12 @@ _KNOWN_OTHERS = {
 
 
 def load_adapter(path: str | Path) -> WPlusAdapter:
-    """Load the official .bin or our .safetensors; float32 on the CPU until attached."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterFormatError(f"W+ adapter file not found: {path}")
-    if path.suffix == ".safetensors":
+    """Load the official .bin or our .safetensors (told apart by content); float32 on the CPU.
+
+    Structure, dtypes (floating only), finiteness and every shape are checked against the
+    architecture the file declares before anything is built."""
+    path = existing_file(path, "W+ adapter file", AdapterFormatError)
+    if sniff(path) == SAFETENSORS:
         proj, residual, meta = _read_safetensors(path)
     else:
         proj, residual, meta = _read_official(path)
@@ -71,80 +81,82 @@ def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False
 
 
 def _read_official(path: Path) -> tuple[dict, dict, dict]:
-    try:
-        state = load_pickle(path)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise AdapterFormatError(
-            f"{path.name} is not a readable W+ adapter (corrupt or incomplete download?): {exc}. "
-            "Delete it and download wplus_adapter.bin again."
-        ) from exc
+    state = load_pickle(path, "W+ adapter file", AdapterFormatError)
     if not isinstance(state, dict) or not {"w_proj", "wplus_adapter"} <= set(state):
         raise AdapterFormatError(f"{path.name} is {_guess(state)}, not a W+ adapter "
                                  "(expected the keys 'w_proj' and 'wplus_adapter').")
+    proj = check_weights(state["w_proj"], path.name, AdapterFormatError, prefix="w_proj.")
     residual = {}
-    for key, tensor in state["wplus_adapter"].items():
+    for key, tensor in check_weights(state["wplus_adapter"], path.name, AdapterFormatError,
+                                     prefix="wplus_adapter.").items():
         m = _OFFICIAL_KEY.match(key)
         if m is None or int(m[1]) % 2 == 0:
             raise AdapterFormatError(f"{path.name}: unknown key 'wplus_adapter.{key}' — not a W+ adapter of a "
                                      "known version.")
         residual[((int(m[1]) - 1) // 2, m[2])] = tensor
-    return dict(state["w_proj"]), residual, {}
+    return proj, residual, {}
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = list(f.keys())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AdapterFormatError(f"{path.name} is not a readable safetensors file (corrupt or truncated?): "
-                                 f"{exc}") from exc
+    meta, info = safetensors_header(path, "W+ adapter file", AdapterFormatError)
+    keys = list(info)
     if meta.get("format") != FORMAT and not any(k.startswith("proj.proj_0") for k in keys):
         raise AdapterFormatError(f"{path.name} is {_guess(dict.fromkeys(keys))}, not a W+ adapter.")
     if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise AdapterFormatError(f"{path.name} uses W+ adapter format {meta['format_version']}; "
                                  f"this version reads format {FORMAT_VERSION}. Update the extension.")
-    tensors = load_file(str(path))
     proj, residual = {}, {}
-    for key, tensor in tensors.items():
+    for key in keys:
         m = _OURS_KEY.match(key)
         if key.startswith("proj."):
-            proj[key[5:]] = tensor
+            proj[key[5:]] = key
         elif m:
-            residual[(int(m[1]), m[2])] = tensor
+            residual[(int(m[1]), m[2])] = key
         else:
             raise AdapterFormatError(f"{path.name}: unknown key '{key}' — not a W+ adapter of a known version.")
-    return proj, residual, meta
+    _check_shapes({k: info[v][1] for k, v in proj.items()}, {k: info[v][1] for k, v in residual.items()}, path)
+    tensors = check_weights(read_safetensors(path, "W+ adapter file", AdapterFormatError)[0], path.name,
+                            AdapterFormatError)
+    return ({k: tensors[v] for k, v in proj.items()}, {k: tensors[v] for k, v in residual.items()}, meta)
 
 
 def _build(proj: dict, residual: dict, path: Path, arch: str | None) -> WPlusAdapter:
-    expected = {f"proj_{i}.weight" for i in range(NUM_TOKENS)} | {"norm.weight", "norm.bias"}
-    if set(proj) != expected:
-        raise AdapterFormatError(f"{path.name}: projection keys {sorted(proj)} differ from {sorted(expected)}.")
-    context = proj["norm.weight"].shape[0]
-    specs = _layer_specs(residual, context, path)
-    adapter = WPlusAdapter(specs, context, arch if arch in FAMILY_NAMES else None)
+    specs = _check_shapes({k: tuple(v.shape) for k, v in proj.items()},
+                          {k: tuple(v.shape) for k, v in residual.items()}, path)
+    adapter = WPlusAdapter(specs, specs[0].context_dim, arch if arch in FAMILY_NAMES else None)
     state = {f"proj.{k}": v for k, v in proj.items()}
     state.update({f"layers.{i}.to_{w}_wplus.weight": t for (i, w), t in residual.items()})
-    try:
-        adapter.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except RuntimeError as exc:
-        raise AdapterFormatError(f"{path.name}: tensor shapes do not form a W+ adapter: {exc}") from exc
+    adapter.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return adapter
 
 
-def _layer_specs(residual: dict, context: int, path: Path) -> list[LayerSpec]:
+def _check_shapes(proj: dict[str, tuple], residual: dict[tuple, tuple], path: Path) -> list[LayerSpec]:
+    """The layer specs the shapes declare, or an AdapterFormatError naming the first misfit."""
+    expected = {f"proj_{i}.weight" for i in range(len(TOKEN_GROUPS))} | {"norm.weight", "norm.bias"}
+    if set(proj) != expected:
+        raise AdapterFormatError(f"{path.name}: projection keys {sorted(proj)} differ from {sorted(expected)}.")
+    norm = proj["norm.weight"]
+    if len(norm) != 1 or not 0 < norm[0] <= MAX_WIDTH:
+        raise AdapterFormatError(f"{path.name}: the projection's norm.weight has shape {norm}; expected "
+                                 f"(context width,) with a width of at most {MAX_WIDTH}.")
+    context = norm[0]
+    want = {"norm.weight": (context,), "norm.bias": (context,)}
+    want.update({f"proj_{i}.weight": (context, (end - start) * STYLE_DIM) for i, (start, end) in enumerate(TOKEN_GROUPS)})
+    for key, shape in sorted(want.items()):
+        if tuple(proj[key]) != shape:
+            raise AdapterFormatError(f"{path.name}: projection '{key}' has shape {tuple(proj[key])}, expected "
+                                     f"{shape} (W+ 18×{STYLE_DIM} to context width {context}).")
     count = 1 + max((i for i, _ in residual), default=-1)
     if count == 0 or len(residual) != 3 * count:
         raise AdapterFormatError(f"{path.name}: incomplete residual attention weights "
                                  f"({len(residual)} tensors for {count} layers; expected q, k, v each).")
     specs = []
     for i in range(count):
-        q, k, v = (residual[(i, w)] for w in "qkv")
-        inner = q.shape[0]
-        if q.shape != (inner, inner) or k.shape != (inner, context) or v.shape != (inner, context):
-            raise AdapterFormatError(f"{path.name}: layer {i} has shapes q{tuple(q.shape)} k{tuple(k.shape)} "
-                                     f"v{tuple(v.shape)}, inconsistent with context width {context}.")
+        q, k, v = (tuple(residual[(i, w)]) for w in "qkv")
+        inner = q[0] if len(q) == 2 else -1
+        if not 0 < inner <= MAX_WIDTH or q != (inner, inner) or k != (inner, context) or v != (inner, context):
+            raise AdapterFormatError(f"{path.name}: layer {i} has shapes q{q} k{k} v{v}, inconsistent with "
+                                     f"context width {context} (expected q (n,n), k and v (n,{context}), n <= {MAX_WIDTH}).")
         specs.append(LayerSpec(inner, context, 0))
     return specs
 

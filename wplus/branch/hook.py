@@ -11,6 +11,8 @@ read from each call's own arguments (Forge's `transformer_options`).
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable, Sequence
 
 import torch
@@ -31,7 +33,7 @@ class AttachHandle:
                  follow_dtype: bool = False) -> None:
         self.unet = unet
         self.adapter = adapter
-        self.scale: float = 1.0
+        self._scale = 1.0
         self._row_index: tuple[int, ...] | None = None
         self.row_source: Callable[[int, dict], Sequence[int]] | None = None
         self.follow_dtype = follow_dtype
@@ -47,10 +49,30 @@ class AttachHandle:
         self._cursor = 0
         self._selected: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._by_rows: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._hooks = [unet.register_forward_pre_hook(self._select_rows, with_kwargs=True)]
-        self._hooks += [
-            attn.to_out[0].register_forward_pre_hook(self._layer_hook(i)) for i, attn in enumerate(self._attns)
-        ]
+        self._hooks: list[Any] = []
+        try:  # all or nothing: an interrupt (Ctrl+C) half-way must not leave hooks behind
+            self._hooks.append(unet.register_forward_pre_hook(self._select_rows, with_kwargs=True))
+            for i, attn in enumerate(self._attns):
+                self._hooks.append(attn.to_out[0].register_forward_pre_hook(self._layer_hook(i)))
+        except BaseException:
+            self.remove()
+            raise
+
+    # -- λ ------------------------------------------------------------------------------------
+    @property
+    def scale(self) -> float:
+        """λ, the weight of the identity branch (0 = the plain UNet, exactly)."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise WPlusError(f"the W+ scale λ must be a number; got {type(value).__name__} {value!r:.40}")
+        if not math.isfinite(value):
+            raise WPlusError(f"the W+ scale λ must be a finite number; got {value}")
+        self._scale = float(value)
 
     # -- tokens -------------------------------------------------------------------------------
     @property
@@ -70,8 +92,16 @@ class AttachHandle:
         if bank is None:
             self._kv, self._bank_rows = None, 0
             return
-        if bank.ndim != 3 or bank.shape[-1] != self.adapter.context_dim:
-            raise WPlusError(f"identity tokens must be (N,4,{self.adapter.context_dim}); got {tuple(bank.shape)}")
+        shape = f"(N,{self.adapter.proj.num_tokens},{self.adapter.context_dim})"
+        if not isinstance(bank, torch.Tensor):
+            raise WPlusError(f"identity tokens must be a torch tensor {shape} (from adapter.project); "
+                             f"got a {type(bank).__name__}")
+        if bank.ndim != 3 or bank.shape[0] == 0 or tuple(bank.shape[1:]) != (self.adapter.proj.num_tokens,
+                                                                              self.adapter.context_dim):
+            raise WPlusError(f"identity tokens must be {shape}; got {tuple(bank.shape)}")
+        if not torch.is_floating_point(bank) or not bool(torch.isfinite(bank).all()):
+            raise WPlusError("identity tokens must be finite float values; got "
+                             f"{'NaN or infinite values' if torch.is_floating_point(bank) else bank.dtype}")
         weight = self.adapter.proj.norm.weight
         bank = bank.to(device=weight.device, dtype=weight.dtype)
         self._kv = [layer.key_value(bank, h) for layer, h in zip(self.adapter.layers, self._heads)]
@@ -117,6 +147,11 @@ class AttachHandle:
         index = self._row_index if self._row_index is not None else tuple(range(self._bank_rows))
         if len(index) == 1:
             return index * n
+        if self._row_index is None and self._cursor == 0 and len(index) % n:
+            raise WPlusError(
+                f"W+: identity tokens were given for {len(index)} rows but the UNet was called with {n} batch "
+                "rows. Give one token set per batch row, or (1,4,D) for all rows."
+            )
         if self._cursor + n > len(index):
             raise WPlusError(
                 f"W+: the UNet was called with {n} batch rows but identity tokens were given for {len(index)} rows "

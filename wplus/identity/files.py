@@ -20,11 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from wplus.assets.atomic import atomic_path
-from wplus.assets.io import load_pickle
+from wplus.assets.io import (
+    SAFETENSORS,
+    check_tensor,
+    existing_file,
+    is_file,
+    load_pickle,
+    read_safetensors,
+    short,
+    sniff,
+)
 from wplus.assets.registry import IDENTITIES_SUBDIR, default_models_dir
 from wplus.errors import IdentityFormatError, IdentityNotFoundError
 from wplus.geometry import NUM_STYLES, STYLE_DIM, WPLUS_SHAPE
@@ -33,6 +41,7 @@ FORMAT = "wplus-identity"
 VERSION = "1"
 THUMBNAIL_SIZE = 256
 SUFFIXES = (".safetensors", ".pth", ".pt")
+_MAX_NAME = 255  # longer strings are paths (or mistakes), never identity names
 
 
 @dataclass
@@ -67,12 +76,16 @@ def _as_code(t: Any, origin: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise IdentityFormatError(f"{origin}: expected a W+ tensor ({NUM_STYLES},{STYLE_DIM}), "
                                   f"found {type(t).__name__}")
-    t = t.detach().cpu()
-    if tuple(t.shape) not in (WPLUS_SHAPE, (1, *WPLUS_SHAPE)) or not torch.is_floating_point(t):
+    if tuple(t.shape) not in (WPLUS_SHAPE, (1, *WPLUS_SHAPE)):
         raise IdentityFormatError(f"{origin}: a W+ code must be a float tensor of shape ({NUM_STYLES},{STYLE_DIM}) or "
                                   f"(1,{NUM_STYLES},{STYLE_DIM}), got {t.dtype} {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise IdentityFormatError(f"{origin}: the W+ code holds NaN or infinite values")
+    t = t.detach()
+    if t.device.type not in ("cpu", "meta"):  # codes computed on a GPU; meta tensors hold no values
+        t = t.cpu()
+    try:
+        t = check_tensor(t, "wplus", origin, IdentityFormatError)
+    except IdentityFormatError as exc:
+        raise IdentityFormatError(f"{exc} A W+ code must be a finite float tensor ({NUM_STYLES},{STYLE_DIM}).") from None
     return t.reshape(WPLUS_SHAPE).to(torch.float32).contiguous()
 
 
@@ -108,7 +121,7 @@ def identity_path(name: str, folder: str | os.PathLike | None = None) -> Path:
     known = list_identities(folder)
     listing = ", ".join(known[:20]) if known else "none yet"
     raise IdentityNotFoundError(
-        f"No identity called {name!r} in {folder}. Saved identities: {listing}. "
+        f"No identity called {short(name, 80)!r} in {folder}. Saved identities: {listing}. "
         f"Create one with `python -m wplus invert PHOTO -o {safe_name(name)}`."
     )
 
@@ -148,60 +161,63 @@ def save_identity(identity: Identity, name: str | None = None, folder: str | os.
 def load_identity(name_or_path: str | os.PathLike, folder: str | os.PathLike | None = None) -> Identity:
     """By name from the identities folder, or from a path (ours, or an official `N.pth`)."""
     path = Path(name_or_path)
-    if not (path.suffix in SUFFIXES and path.is_file()):
+    if len(str(name_or_path)) > _MAX_NAME or (path.suffix in SUFFIXES and is_file(path)):
+        path = existing_file(path, "identity file", IdentityFormatError, missing=IdentityNotFoundError)
+    else:
         path = identity_path(str(name_or_path), folder)
-    if path.suffix == ".safetensors":
+    if sniff(path) == SAFETENSORS:
         return _load_safetensors(path)
     return _load_pickle(path)
 
 
 def _load_pickle(path: Path) -> Identity:
-    try:
-        obj = load_pickle(path)
-    except Exception as exc:
-        raise IdentityFormatError(f"{path} is not a W+ file torch can load safely ({exc})") from None
+    obj = load_pickle(path, "identity file", IdentityFormatError)
     if isinstance(obj, dict):
         obj = next((obj[k] for k in ("wplus", "latent", "w", "latents") if k in obj), obj)
-    code = _as_code(obj, str(path))
+    code = _as_code(obj, short(path))
     return Identity(wplus=code, name=path.stem, source="official .pth" if path.suffix == ".pth" else "torch file",
                     created=_mtime_iso(path))
 
 
 def _load_safetensors(path: Path) -> Identity:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = set(f.keys())
-            tensors = {k: f.get_tensor(k) for k in keys}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise IdentityFormatError(f"{path} is not a readable safetensors file ({exc}); "
-                                  "re-create it with `python -m wplus invert`") from None
+    tensors, meta = read_safetensors(path, "identity file", IdentityFormatError)
+    keys = set(tensors)
     if "wplus" not in tensors:
         if len(tensors) != 1:
-            raise IdentityFormatError(f"{path} holds no 'wplus' tensor (found {sorted(keys)})")
+            raise IdentityFormatError(f"{short(path)} holds no 'wplus' tensor (found {sorted(keys)})")
         tensors["wplus"] = next(iter(tensors.values()))
     thumb = tensors.get("thumbnail")
     thumbnail = None
     if thumb is not None and thumb.dtype == torch.uint8 and thumb.dim() == 3 and thumb.shape[-1] == 3:
         thumbnail = Image.fromarray(thumb.numpy(), "RGB")
-    try:
-        faces = json.loads(meta.get("faces") or "[]")
-    except json.JSONDecodeError:
-        faces = []
-    face_index = meta.get("face_index", "")
+    face_index = meta.get("face_index", "").strip()
     return Identity(
-        wplus=tensors["wplus"],
+        wplus=_as_code(tensors["wplus"], short(path)),
         name=meta.get("name") or path.stem,
         image_hash=meta.get("image_hash") or None,
         backend=meta.get("backend") or None,
         thumbnail=thumbnail,
         created=meta.get("created") or _mtime_iso(path),
-        face_index=int(face_index) if face_index.lstrip("-").isdigit() else None,
-        faces=faces if isinstance(faces, list) else [],
+        face_index=int(face_index) if re.fullmatch(r"-?\d{1,6}", face_index) else None,
+        faces=_faces(meta.get("faces")),
         source=meta.get("source") or "safetensors",
         edits=meta.get("edits", ""),
-        wplus_unedited=tensors.get("wplus_unedited"),
+        wplus_unedited=(_as_code(tensors["wplus_unedited"], f"{short(path)} (wplus_unedited)")
+                        if "wplus_unedited" in tensors else None),
     )
+
+
+def _faces(text: str | None) -> list[dict]:
+    """The `faces` metadata: a list of {"index", "box"} dicts; anything else reads as no faces."""
+    if not text or len(text) > 1_000_000:
+        return []
+    try:
+        faces = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(faces, list):
+        return []
+    return [f for f in faces if isinstance(f, dict)]
 
 
 def _mtime_iso(path: Path) -> str:

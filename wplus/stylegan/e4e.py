@@ -9,239 +9,36 @@ Memory: `load_e4e` only reads key names, shapes and `latent_avg` (the architectu
 shapes and checked at once). The encoder (~0.9 GB) and the generator (~0.12 GB) are built on first
 use of `.encoder` / `.generator` (or `.load()`) and dropped by `.release()` (or on leaving a `with`
 block); from a file they are read again when next needed. A source dict passed in stays owned by
-the caller: the modules share its tensors (no copy on CPU).
+the caller: the modules share its tensors (no copy on CPU). Reading and checking files:
+`wplus.stylegan.e4e_files`.
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import struct
 import sys
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from wplus.assets import registry
-from wplus.assets.atomic import atomic_path
-from wplus.assets.io import load_pickle
-from wplus.assets.registry import missing_message
-from wplus.errors import E4EFormatError, MissingWeightsError
+from wplus.errors import WPlusError
 from wplus.stylegan import encoder as e4e_encoder
 from wplus.stylegan import generator as stylegan2
+from wplus.stylegan.e4e_files import (
+    FORMAT,
+    FORMAT_VERSION,
+    Source,
+    Weights,
+    configs,
+    latent_avg,
+    meta_module,
+    open_weights,
+    save_e4e_safetensors,
+)
 from wplus.stylegan.pixels import to_input, to_pil  # noqa: F401 (public here: e4e's input transform)
 
-FORMAT = "wplus-e4e"
-FORMAT_VERSION = "1"
-PARTS = ("encoder", "decoder")
-
-Source = Union[str, os.PathLike, Dict[str, Any]]
-
-
-# --------------------------------------------------------------------------- reading sources
-
-class _Weights:
-    """Shapes of every tensor plus a way to fetch one part ("encoder"/"decoder") on demand."""
-
-    def __init__(self, origin: str, shapes: Dict[str, torch.Size], dtypes: Dict[str, torch.dtype],
-                 fetch: Callable[[str], Dict[str, torch.Tensor]], latent_avg: Any, opts: dict):
-        self.origin, self.shapes, self.dtypes = origin, shapes, dtypes
-        self.fetch, self.latent_avg, self.opts = fetch, latent_avg, opts
-
-    def meta_part(self, part: str) -> Dict[str, torch.Tensor]:
-        n = len(part) + 1
-        return {k[n:]: torch.empty(s, dtype=self.dtypes[k], device="meta")
-                for k, s in self.shapes.items() if k.startswith(part + ".")}
-
-
-def _split(flat: Dict[str, Any], part: str) -> Dict[str, torch.Tensor]:
-    n = len(part) + 1
-    return {k[n:]: v for k, v in flat.items() if k.startswith(part + ".")}
-
-
-def _from_dict(ckpt: Dict[str, Any], origin: str) -> _Weights:
-    if not isinstance(ckpt, dict):
-        raise E4EFormatError(f"{origin}: expected a checkpoint dict, got {type(ckpt).__name__}")
-    flat = ckpt.get("state_dict", ckpt)
-    if not isinstance(flat, dict):
-        raise E4EFormatError(f"{origin}: 'state_dict' is a {type(flat).__name__}, not a dict of tensors")
-    tensors = {k: v for k, v in flat.items() if isinstance(k, str) and k.split(".")[0] in PARTS
-               and isinstance(v, torch.Tensor)}
-    _require_parts(tensors, list(flat) if flat is ckpt else ["state_dict"] + list(flat), origin)
-    return _Weights(origin, {k: v.shape for k, v in tensors.items()},
-                    {k: v.dtype for k, v in tensors.items()},
-                    lambda part: _split(tensors, part), ckpt.get("latent_avg"),
-                    ckpt.get("opts") if isinstance(ckpt.get("opts"), dict) else {})
-
-
-def _require_parts(keys: Iterable[str], all_keys: Sequence[Any], origin: str) -> None:
-    present = {k.split(".")[0] for k in keys}
-    missing = [p for p in PARTS if p not in present]
-    if missing:
-        sample = ", ".join(repr(k) for k in list(all_keys)[:5]) or "nothing"
-        raise E4EFormatError(
-            f"{origin}: not an e4e checkpoint: no '{missing[0]}.*' weights (it holds {sample}). "
-            "Use the official e4e_ffhq_encode.pt or its safetensors conversion.")
-
-
-def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        return path.suffix == ".safetensors"
-    (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and n < path.stat().st_size
-
-
-def _from_safetensors(path: Path) -> _Weights:
-    from safetensors import safe_open
-
-    origin = str(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = list(f.keys())
-            info = {k: f.get_slice(k) for k in keys}
-            shapes = {k: torch.Size(s.get_shape()) for k, s in info.items()}
-            dtypes = {k: _st_dtype(s.get_dtype()) for k, s in info.items()}
-            latent_avg = f.get_tensor("latent_avg") if "latent_avg" in keys else None
-    except Exception as e:  # safetensors raises its own SafetensorError / OSError subclasses
-        raise E4EFormatError(f"{origin}: cannot read this safetensors file ({e}); it is corrupt or "
-                             "truncated: convert e4e_ffhq_encode.pt again") from e
-    _require_parts(keys, keys, origin)
-    try:
-        opts = json.loads(meta.get("opts", "{}"))
-    except ValueError:
-        opts = {}
-
-    def fetch(part: str) -> Dict[str, torch.Tensor]:
-        n = len(part) + 1
-        with safe_open(str(path), framework="pt") as f:
-            return {k[n:]: _aligned(f.get_tensor(k)) for k in f.keys() if k.startswith(part + ".")}
-
-    return _Weights(origin, {k: s for k, s in shapes.items() if k.split(".")[0] in PARTS},
-                    dtypes, fetch, latent_avg, opts)
-
-
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    """Tensors are assigned, not copied, into the model: a safetensors payload sits at any byte offset,
-    and oneDNN takes another (not bit-identical) kernel path for unaligned weights, so give each one
-    the allocator's 64-byte alignment — the same file then gives the same codes as the .pt."""
-    return t if t.data_ptr() % 64 == 0 else t.clone()
-
-
-def _st_dtype(name: str) -> torch.dtype:
-    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-            "I64": torch.int64, "I32": torch.int32}.get(name, torch.float32)
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        try:
-            return load_pickle(path, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            return load_pickle(path)
-    except Exception as e:
-        kind = type(e).__name__
-        hint = ("it pickles code objects, not only weights; refusing to run them"
-                if "Weights only load failed" in str(e) else
-                "it is corrupt, truncated or not a torch checkpoint")
-        raise E4EFormatError(f"{path}: cannot load this e4e checkpoint ({hint}: {kind}: "
-                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
-
-
-def _from_torch_file(path: Path) -> _Weights:
-    ckpt = _torch_load(path)
-    w = _from_dict(ckpt, str(path))
-    del ckpt
-
-    def fetch(part: str) -> Dict[str, torch.Tensor]:  # re-read: nothing stays loaded after release()
-        return _split(_from_dict_state(_torch_load(path)), part)
-
-    w.fetch = fetch
-    return w
-
-
-def _from_dict_state(ckpt: Dict[str, Any]) -> Dict[str, Any]:
-    return ckpt.get("state_dict", ckpt)
-
-
-def _open(source: Source) -> _Weights:
-    if isinstance(source, dict):
-        return _from_dict(source, "e4e checkpoint dict")
-    path = Path(source)
-    if not path.is_file():
-        raise MissingWeightsError(_missing_message(path))
-    return _from_safetensors(path) if _is_safetensors(path) else _from_torch_file(path)
-
-
-def _missing_message(path: Path) -> str:
-    return missing_message(registry.get("e4e"), None, "no file at that path", path=path)
-
-
-# --------------------------------------------------------------------------- architecture
-
-def _configs(w: _Weights):
-    try:
-        enc = e4e_encoder.config_from_state_dict(w.meta_part("encoder"))
-        gen = stylegan2.config_from_state_dict(w.meta_part("decoder"))
-        if gen.size < 8 or gen.size & (gen.size - 1) or len(enc.widths) != 4:
-            raise ValueError("an unsupported layout")
-    except (KeyError, ValueError, IndexError) as e:
-        raise E4EFormatError(f"{w.origin}: cannot read the e4e/StyleGAN2 architecture from the weights "
-                             f"({e}); the file is incomplete or of another model") from e
-    if enc.style_count != gen.n_latent or enc.style_dim != gen.style_dim:
-        raise E4EFormatError(
-            f"{w.origin}: the encoder predicts {enc.style_count}x{enc.style_dim} codes but the generator "
-            f"takes {gen.n_latent}x{gen.style_dim}: encoder and decoder come from different models")
-    for part, module in (("encoder", _meta(e4e_encoder.Encoder4Editing, enc)),
-                         ("decoder", _meta(stylegan2.Generator, gen))):
-        _check_keys(w, part, module)
-    return enc, gen
-
-
-def _meta(cls, config) -> nn.Module:
-    with torch.device("meta"):
-        return cls(config)
-
-
-def _check_keys(w: _Weights, part: str, module: nn.Module) -> None:
-    want = {k: v.shape for k, v in module.state_dict().items()}
-    have = {k: v.shape for k, v in w.meta_part(part).items()}
-    missing = sorted(set(want) - set(have))
-    unexpected = sorted(set(have) - set(want))
-    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
-    if missing or unexpected or wrong:
-        def show(keys: List[str]) -> str:
-            return ", ".join(f"{part}.{k}" for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing ({show(missing)})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected ({show(unexpected)})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} of the wrong shape ({part}.{k}: {tuple(have[k])} "
-                           f"instead of {tuple(want[k])})")
-        raise E4EFormatError(f"{w.origin}: the weights do not fit e4e's architecture: "
-                             + "; ".join(details) + ". The file is incomplete or of another model.")
-
-
-def _latent_avg(w: _Weights, n_latent: int, dim: int) -> torch.Tensor:
-    la = w.latent_avg
-    if not isinstance(la, torch.Tensor):
-        raise E4EFormatError(f"{w.origin}: no 'latent_avg' tensor: not an e4e checkpoint "
-                             "(e4e codes are offsets from the average face)")
-    la = la.detach().to(torch.float32).reshape(-1, la.shape[-1]) if la.ndim else la
-    if la.ndim != 2 or la.shape[-1] != dim or la.shape[0] not in (1, n_latent):
-        raise E4EFormatError(f"{w.origin}: latent_avg has shape {tuple(w.latent_avg.shape)}, "
-                             f"expected ({n_latent}, {dim})")
-    return la.expand(n_latent, dim).clone()
+__all__ = ["E4E", "FORMAT", "FORMAT_VERSION", "load_e4e", "save_e4e_safetensors", "to_input", "to_pil", "main"]
 
 
 # --------------------------------------------------------------------------- the model
@@ -249,16 +46,16 @@ def _latent_avg(w: _Weights, n_latent: int, dim: int) -> torch.Tensor:
 class E4E:
     """e4e encoder + StyleGAN2 generator + latent_avg, loaded lazily, released on demand."""
 
-    def __init__(self, weights: _Weights, device: Union[str, torch.device, None] = None,
+    def __init__(self, weights: Weights, device: Union[str, torch.device, None] = None,
                  dtype: torch.dtype = torch.float32):
         self._weights = weights
-        self.encoder_config, self.generator_config = _configs(weights)
+        self.encoder_config, self.generator_config = configs(weights)
         self.n_latent, self.style_dim = self.generator_config.n_latent, self.generator_config.style_dim
         self.size = self.generator_config.size
         self.opts = dict(weights.opts)
         self.device = torch.device(device or "cpu")
         self.dtype = dtype
-        self.latent_avg = _latent_avg(weights, self.n_latent, self.style_dim).to(self.device)
+        self.latent_avg = latent_avg(weights, self.n_latent, self.style_dim).to(self.device)
         self._modules: Dict[str, Optional[nn.Module]] = {"encoder": None, "decoder": None}
 
     def __repr__(self) -> str:
@@ -272,7 +69,7 @@ class E4E:
         if module is None:
             cls, cfg = ((e4e_encoder.Encoder4Editing, self.encoder_config) if part == "encoder"
                         else (stylegan2.Generator, self.generator_config))
-            module = _meta(cls, cfg)
+            module = meta_module(cls, cfg)
             module.load_state_dict(self._weights.fetch(part), strict=True, assign=True)
             module = module.to(self.device, self.dtype).eval().requires_grad_(False)
             self._modules[part] = module
@@ -385,24 +182,7 @@ def load_e4e(source: Source, device: Union[str, torch.device, None] = None,
 
     Raises MissingWeightsError for a missing file and E4EFormatError for a corrupt file or one
     holding another model (the message says which keys/shapes are wrong)."""
-    return E4E(_open(source), device=device, dtype=dtype)
-
-
-def save_e4e_safetensors(source: Source, out: Union[str, os.PathLike]) -> Path:
-    """Convert the official checkpoint (path or dict) to our flat safetensors file (atomic write)."""
-    from safetensors.torch import save_file
-
-    w = _open(source)
-    enc_cfg, gen_cfg = _configs(w)
-    tensors: Dict[str, torch.Tensor] = {}
-    for part in PARTS:
-        tensors.update({f"{part}.{k}": v.contiguous() for k, v in w.fetch(part).items()})
-    tensors["latent_avg"] = _latent_avg(w, gen_cfg.n_latent, gen_cfg.style_dim).contiguous()
-    meta = {"format": FORMAT, "version": FORMAT_VERSION,
-            "opts": json.dumps(w.opts, default=str, sort_keys=True)}
-    with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return Path(out)
+    return E4E(open_weights(source), device=device, dtype=dtype)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -414,7 +194,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     i = sub.add_parser("info", help="check a checkpoint and print its architecture")
     i.add_argument("src")
     args = p.parse_args(argv)
-    from wplus.errors import WPlusError
     try:
         if args.cmd == "convert":
             print(f"wrote {save_e4e_safetensors(args.src, args.out)}")
