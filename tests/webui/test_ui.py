@@ -10,8 +10,12 @@ import sys
 import types
 from pathlib import Path
 
-import gradio as gr
 import pytest
+
+from webui.conftest import needs_gradio
+
+needs_gradio()
+import gradio as gr  # noqa: E402
 
 from webui_stub.fixture import ROOT, WebUI, installed, make_models_dir
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import re
 import struct
 import zipfile
@@ -79,11 +78,10 @@ def sniff(path: str | os.PathLike) -> str:
     """SAFETENSORS, ZIP_PICKLE (torch >= 1.6), LEGACY_PICKLE or UNKNOWN, from the first bytes."""
     with open(path, "rb") as f:
         head = f.read(9)
-        size = os.fstat(f.fileno()).st_size
     if head[:4] == _ZIP_MAGIC:
         return ZIP_PICKLE
-    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= size:
-        return SAFETENSORS
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < (1 << 32):
+        return SAFETENSORS  # even when truncated: safetensors then says what is wrong
     if head[:1] == b"\x80":  # pickle protocol 2+ (torch's legacy format)
         return LEGACY_PICKLE
     return UNKNOWN
@@ -99,7 +97,7 @@ def load_pickle(path: str | os.PathLike, what: str = "weights file", error: type
     path = existing_file(path, what, error)
     kind = sniff(path)
     if kind == SAFETENSORS:
-        raise error(f"{what}: {short(path)} is a safetensors file, not a torch pickle.")
+        raise error(f"{short(path)} is a safetensors file, not the torch pickle a {what} should be here.")
     if kind == ZIP_PICKLE:
         _check_zip(path, what, error)
     kwargs.setdefault("map_location", "cpu")
@@ -117,15 +115,14 @@ def load_pickle(path: str | os.PathLike, what: str = "weights file", error: type
 
 def _pickle_error(exc: Exception, path: Path, what: str, error: type[WPlusError]) -> WPlusError:
     text = str(exc)
-    if "weights_only" in text or "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError) \
-            and "GLOBAL" in text:
+    if re.search(r"Unsupported global|GLOBAL |not an allowed global", text):  # it names Python objects
         found = re.search(r"GLOBAL ([\w.]+)", text)
         names = f" (it names the Python object {found[1]})" if found else ""
-        return error(f"{what}: {short(path)} is refused: it is not plain weights{names}, and loading it "
+        return error(f"{short(path)} is refused: it is not plain weights{names}, and loading it as a {what} "
                      "could run code. Use the official release file or a .safetensors file.")
     first = text.splitlines()[0][:200] if text else ""
-    return error(f"{what}: {short(path)} is not a readable torch file (corrupt, truncated or another "
-                 f"format: {type(exc).__name__}{': ' + first if first else ''}). Download or save it again.")
+    return error(f"{short(path)} is not a readable {what} (corrupt or incomplete download, or another format: "
+                 f"{type(exc).__name__}{': ' + first if first else ''}). Download or save it again.")
 
 
 def _check_zip(path: Path, what: str, error: type[WPlusError]) -> None:
@@ -137,10 +134,10 @@ def _check_zip(path: Path, what: str, error: type[WPlusError]) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
-        raise error(f"{what}: {short(path)} is a damaged archive (corrupt, truncated or incomplete download?): "
-                    f"{str(exc)[:200]}. Download or save it again.") from None
+        raise error(f"{short(path)} is not a readable {what}: the archive is damaged (truncated, corrupt or "
+                    f"incomplete download?): {str(exc)[:200]}. Download or save it again.") from None
     if bad is not None:
-        raise error(f"{what}: {short(path)} is damaged: the checksum of its entry {bad!r} does not match "
+        raise error(f"{short(path)} is damaged: the checksum of its entry {bad!r} does not match "
                     "(corrupt or incomplete download?). Download or save it again.")
     _crc_checked.add(key)
 
@@ -185,10 +182,10 @@ def read_safetensors(path: str | os.PathLike, what: str = "weights file", error:
 def _safetensors_error(exc: Exception, path: Path, what: str, error: type[WPlusError]) -> WPlusError:
     text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     if "dtype" in text.lower():
-        return error(f"{what}: {short(path)} stores a tensor type this installation cannot read ({text}); "
-                     "save it again with fp32/fp16/bf16 weights.")
-    return error(f"{what}: {short(path)} is not a readable safetensors file (corrupt or truncated?): {text}. "
-                 "Download or save it again.")
+        return error(f"{short(path)} stores a tensor type this installation cannot read ({text}); "
+                     f"save the {what} again with fp32/fp16/bf16 weights.")
+    return error(f"{short(path)} is not a readable safetensors file (corrupt or truncated?): {text}. "
+                 f"Download or save the {what} again.")
 
 
 # --- what a state dict may hold --------------------------------------------------------------

@@ -45,7 +45,7 @@ def load_adapter(path: str | Path) -> WPlusAdapter:
 
     Structure, dtypes (floating only), finiteness and every shape are checked against the
     architecture the file declares before anything is built."""
-    path = existing_file(path, "W+ adapter file", AdapterFormatError)
+    path = existing_file(path, "W+ adapter", AdapterFormatError)
     if sniff(path) == SAFETENSORS:
         proj, residual, meta = _read_safetensors(path)
     else:
@@ -81,7 +81,7 @@ def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False
 
 
 def _read_official(path: Path) -> tuple[dict, dict, dict]:
-    state = load_pickle(path, "W+ adapter file", AdapterFormatError)
+    state = load_pickle(path, "W+ adapter", AdapterFormatError)
     if not isinstance(state, dict) or not {"w_proj", "wplus_adapter"} <= set(state):
         raise AdapterFormatError(f"{path.name} is {_guess(state)}, not a W+ adapter "
                                  "(expected the keys 'w_proj' and 'wplus_adapter').")
@@ -98,7 +98,7 @@ def _read_official(path: Path) -> tuple[dict, dict, dict]:
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
-    meta, info = safetensors_header(path, "W+ adapter file", AdapterFormatError)
+    meta, info = safetensors_header(path, "W+ adapter", AdapterFormatError)
     keys = list(info)
     if meta.get("format") != FORMAT and not any(k.startswith("proj.proj_0") for k in keys):
         raise AdapterFormatError(f"{path.name} is {_guess(dict.fromkeys(keys))}, not a W+ adapter.")
@@ -115,7 +115,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
         else:
             raise AdapterFormatError(f"{path.name}: unknown key '{key}' — not a W+ adapter of a known version.")
     _check_shapes({k: info[v][1] for k, v in proj.items()}, {k: info[v][1] for k, v in residual.items()}, path)
-    tensors = check_weights(read_safetensors(path, "W+ adapter file", AdapterFormatError)[0], path.name,
+    tensors = check_weights(read_safetensors(path, "W+ adapter", AdapterFormatError)[0], path.name,
                             AdapterFormatError)
     return ({k: tensors[v] for k, v in proj.items()}, {k: tensors[v] for k, v in residual.items()}, meta)
 
