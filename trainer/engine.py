@@ -89,6 +89,8 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         _allow_new_precision(cfg.mixed_precision)
         self.accelerator = Accelerator(
+            # accelerate >= 1.x sets up data-parallel CPU processes (gloo) only when told it runs on the CPU
+            cpu=not torch.cuda.is_available(),
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             mixed_precision=cfg.mixed_precision,
             log_with="tensorboard" if cfg.report_to == "tensorboard" else None,

@@ -156,14 +156,14 @@ def test_sd2_open_clip_text_tower_converts(tmp_path):
     torch.manual_seed(0)
     hf = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=1, max_position_embeddings=77, hidden_act="gelu")).eval()
-    s = hf.state_dict()
+    s = {k.removeprefix("text_model."): v for k, v in hf.state_dict().items()}  # transformers 4 and 5 layouts
     p = "cond_stage_model.model."
-    sd = {p + "token_embedding.weight": s["text_model.embeddings.token_embedding.weight"],
-          p + "positional_embedding": s["text_model.embeddings.position_embedding.weight"],
-          p + "ln_final.weight": s["text_model.final_layer_norm.weight"],
-          p + "ln_final.bias": s["text_model.final_layer_norm.bias"]}
+    sd = {p + "token_embedding.weight": s["embeddings.token_embedding.weight"],
+          p + "positional_embedding": s["embeddings.position_embedding.weight"],
+          p + "ln_final.weight": s["final_layer_norm.weight"],
+          p + "ln_final.bias": s["final_layer_norm.bias"]}
     for i in range(2):
-        h, o = f"text_model.encoder.layers.{i}.", f"{p}transformer.resblocks.{i}."
+        h, o = f"encoder.layers.{i}.", f"{p}transformer.resblocks.{i}."
         for kind in ("weight", "bias"):
             sd[o + f"attn.in_proj_{kind}"] = torch.cat([s[h + f"self_attn.{x}_proj.{kind}"] for x in "qkv"])
             sd[o + f"attn.out_proj.{kind}"] = s[h + f"self_attn.out_proj.{kind}"]

@@ -7,6 +7,9 @@ import copy
 import pytest
 import torch
 
+from webui.conftest import needs_gradio
+
+needs_gradio()  # the WebUI stand-in builds the panel with gradio 3
 from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, installed, make_models_dir, tiny_unet
 from webui_stub.recorder import Recorder, expected_output
 

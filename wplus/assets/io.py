@@ -98,6 +98,9 @@ def load_pickle(path: str | os.PathLike, what: str = "weights file", error: type
     kind = sniff(path)
     if kind == SAFETENSORS:
         raise error(f"{short(path)} is a safetensors file, not the torch pickle a {what} should be here.")
+    if kind == UNKNOWN:
+        raise error(f"{short(path)} is not a readable {what}: it is neither a torch file nor safetensors "
+                    "(corrupt or incomplete download, or another format). Download or save it again.")
     if kind == ZIP_PICKLE:
         _check_zip(path, what, error)
     kwargs.setdefault("map_location", "cpu")
@@ -115,12 +118,14 @@ def load_pickle(path: str | os.PathLike, what: str = "weights file", error: type
 
 def _pickle_error(exc: Exception, path: Path, what: str, error: type[WPlusError]) -> WPlusError:
     text = str(exc)
-    if re.search(r"Unsupported global|GLOBAL |not an allowed global", text):  # it names Python objects
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:  # torch's weights-only reader said no
         found = re.search(r"GLOBAL ([\w.]+)", text)
         names = f" (it names the Python object {found[1]})" if found else ""
         return error(f"{short(path)} is refused: it is not plain weights{names}, and loading it as a {what} "
                      "could run code. Use the official release file or a .safetensors file.")
     first = text.splitlines()[0][:200] if text else ""
+    if "weights_only" in first:  # never pass on advice to unpickle without the weights-only guard
+        first = ""
     return error(f"{short(path)} is not a readable {what} (corrupt or incomplete download, or another format: "
                  f"{type(exc).__name__}{': ' + first if first else ''}). Download or save it again.")
 
