@@ -271,16 +271,9 @@ def _in_layout(model: torch.nn.Module, tsd: dict) -> dict:
 
 
 def _clip_config(tsd: dict, act: str, projection: bool = False):
-<<<<<<< HEAD
-    vocab, hidden = tsd["text_model.embeddings.token_embedding.weight"].shape
-    layers = 1 + max(int(m.group(1)) for k in tsd
-                     if (m := re.match(r"text_model\.encoder\.layers\.(\d+)\.", k)))
-=======
-    from transformers import CLIPTextConfig
     tsd = _bare_clip_keys(tsd)
     vocab, hidden = tsd["embeddings.token_embedding.weight"].shape
     layers = 1 + max(int(m.group(1)) for k in tsd if (m := re.match(r"encoder\.layers\.(\d+)\.", k)))
->>>>>>> e8482fb (current stack: transformers 5 CLIP key layout in the single-file loader, accelerate >= 1.x multi-process CPU, gradio-3 webui tests skip with a reason, weights-only refusals never quote torch's advice)
     cfg = CLIPTextConfig(
         vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=max(1, hidden // 64),

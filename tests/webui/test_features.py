@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from webui.conftest import needs_gradio
+from helpers.gradio3 import needs_gradio
 
 needs_gradio()  # the WebUI stand-in builds the panel with gradio 3
 from helpers.tiny_e4e import TinyE4E

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from webui.conftest import needs_gradio
+from helpers.gradio3 import needs_gradio
 
 needs_gradio()  # the WebUI stand-in builds the panel with gradio 3
 from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, installed, make_models_dir, tiny_unet

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webui.conftest import needs_gradio
+from helpers.gradio3 import needs_gradio
 
 needs_gradio()
 import gradio as gr  # noqa: E402
