@@ -40,8 +40,9 @@ def test_prepare_train_export_on_jpeg_and_png_photos(tmp_path):
         shutil.copy(E4E / f"{i}.pth", codes / f"p{i}.pth")
     shutil.copy(WILD / "1.jpg", wild / "w1.jpg")
     shutil.copy(WILD / "2.png", wild / "w2.png")
-    for stem in ("w1", "w2"):
+    for stem, code in (("w1", 4), ("w2", 5)):  # W+ codes of the people in the wild photos (as e4e would give)
         (wild / f"{stem}.txt").write_text("a person in a garden\n")
+        shutil.copy(E4E / f"{code}.pth", codes / f"{stem}.pth")
 
     r = subprocess.run([sys.executable, "trainer/prepare.py", "--faces", str(faces), "--wild", str(wild),
                         "--out", str(tmp_path / "data"), "--wplus-dir", str(codes)],
