@@ -22,12 +22,11 @@ pytestmark = pytest.mark.skipif(not E4E.is_dir(), reason="../shared test photos 
 
 
 def test_prepare_train_export_on_jpeg_and_png_photos(tmp_path):
+    import wplus
     from trainer.config import parse_config
     from trainer.engine import run
     from trainer.export import main as export
     from trainer.tiny import build_tiny_sd
-
-    import wplus
 
     faces, wild, codes = tmp_path / "faces", tmp_path / "wild", tmp_path / "codes"
     for d in (faces, wild, codes):

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from helpers.gradio3 import needs_gradio
-
-needs_gradio()  # the WebUI stand-in builds the panel with gradio 3
 from helpers.tiny_e4e import TinyE4E
 from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, installed, kept_settings, make_models_dir
+
+needs_gradio()  # the WebUI stand-in builds the panel with gradio 3
 
 PERSON1 = dict(enabled=True, source="Saved identity", identity="person1")
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from helpers.gradio3 import needs_gradio
-
-needs_gradio()  # the WebUI stand-in builds the panel with gradio 3
 from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, installed, make_models_dir, tiny_unet
 from webui_stub.recorder import Recorder, expected_output
+
+needs_gradio()  # the WebUI stand-in builds the panel with gradio 3
 
 LONG_PROMPT = " ".join(f"word{i}" for i in range(90))  # two 77-token chunks: lengths differ
 PERSON1 = dict(enabled=True, source="Saved identity", identity="person1")

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers.gradio3 import needs_gradio
-
-needs_gradio()
-import gradio as gr  # noqa: E402
-
+from helpers.gradio3 import GRADIO_REASON
 from webui_stub.fixture import ROOT, WebUI, installed, make_models_dir
+
+gr = pytest.importorskip("gradio", reason=GRADIO_REASON)
 
 
 @pytest.fixture(scope="module")

@@ -150,8 +150,11 @@ def _check_zip(path: Path, what: str, error: type[WPlusError]) -> None:
 # --- safetensors -----------------------------------------------------------------------------
 
 
+Header = dict[str, tuple[str, tuple[int, ...]]]  # key -> (safetensors dtype name, shape)
+
+
 def safetensors_header(path: str | os.PathLike, what: str = "weights file",
-                       error: type[WPlusError] = WPlusError) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...]]]]:
+                       error: type[WPlusError] = WPlusError) -> tuple[dict[str, str], Header]:
     """(metadata, {key: (dtype name, shape)}) without reading any tensor."""
     from safetensors import safe_open
 

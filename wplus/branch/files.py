@@ -141,7 +141,8 @@ def _check_shapes(proj: dict[str, tuple], residual: dict[tuple, tuple], path: Pa
                                  f"(context width,) with a width of at most {MAX_WIDTH}.")
     context = norm[0]
     want = {"norm.weight": (context,), "norm.bias": (context,)}
-    want.update({f"proj_{i}.weight": (context, (end - start) * STYLE_DIM) for i, (start, end) in enumerate(TOKEN_GROUPS)})
+    want.update({f"proj_{i}.weight": (context, (end - start) * STYLE_DIM)
+                 for i, (start, end) in enumerate(TOKEN_GROUPS)})
     for key, shape in sorted(want.items()):
         if tuple(proj[key]) != shape:
             raise AdapterFormatError(f"{path.name}: projection '{key}' has shape {tuple(proj[key])}, expected "
@@ -156,7 +157,8 @@ def _check_shapes(proj: dict[str, tuple], residual: dict[tuple, tuple], path: Pa
         inner = q[0] if len(q) == 2 else -1
         if not 0 < inner <= MAX_WIDTH or q != (inner, inner) or k != (inner, context) or v != (inner, context):
             raise AdapterFormatError(f"{path.name}: layer {i} has shapes q{q} k{k} v{v}, inconsistent with "
-                                     f"context width {context} (expected q (n,n), k and v (n,{context}), n <= {MAX_WIDTH}).")
+                                     f"context width {context} (expected q (n,n), k and v (n,{context}), "
+                                     f"n <= {MAX_WIDTH}).")
         specs.append(LayerSpec(inner, context, 0))
     return specs
 

@@ -85,7 +85,8 @@ def _as_code(t: Any, origin: str) -> torch.Tensor:
     try:
         t = check_tensor(t, "wplus", origin, IdentityFormatError)
     except IdentityFormatError as exc:
-        raise IdentityFormatError(f"{exc} A W+ code must be a finite float tensor ({NUM_STYLES},{STYLE_DIM}).") from None
+        raise IdentityFormatError(f"{exc} A W+ code must be a finite float tensor "
+                                  f"({NUM_STYLES},{STYLE_DIM}).") from None
     return t.reshape(WPLUS_SHAPE).to(torch.float32).contiguous()
 
 
