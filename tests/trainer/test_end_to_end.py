@@ -70,7 +70,7 @@ def test_prepare_train_export_on_jpeg_and_png_photos(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, t = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([500])
     text = torch.randn(1, 77, ours.context_dim, generator=g)
-    code = torch.load(codes / "p1.pth", weights_only=True).reshape(1, 18, 512)
+    code = torch.load(codes / "p1.pth", map_location="cpu", weights_only=True).reshape(1, 18, 512)
     with torch.no_grad():
         plain = unet(x, t, text).sample
         with wplus.attach(unet, ours) as handle:
