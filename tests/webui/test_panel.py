@@ -11,11 +11,13 @@ import logging
 import shutil
 import subprocess
 
-import gradio as gr
 import pytest
 
+from helpers.gradio3 import GRADIO_REASON
 from webui_stub.fixture import FIX, ROOT, WebUI, installed, kept_settings, make_models_dir
 from wplus.webui.options import OPTION, OPTIONS, OptionError, PanelArgs, edit_option, to_values
+
+gr = pytest.importorskip("gradio", reason=GRADIO_REASON)
 
 PERSON1 = dict(enabled=True, source="Saved identity", identity="person1")
 
