@@ -297,9 +297,10 @@ def _open_clip_text(cls, sd: dict, prefix: str):
 
     hidden = sd[prefix + "token_embedding.weight"].shape[1]
 
-    class _Width:  # the converter splits in_proj by .config.projection_dim when text_projection is absent
-        class config:
+    class _Width:  # the converter splits in_proj by this width when text_projection is absent
+        class config:  # diffusers < 0.32 reads projection_dim, later releases hidden_size
             projection_dim = hidden
+            hidden_size = hidden
     tsd = sfu.convert_open_clip_checkpoint(_Width, sd, prefix=prefix)
     tsd = {k: v for k, v in tsd.items() if not k.endswith("position_ids")}
     if cls.__name__ == "CLIPTextModel":
