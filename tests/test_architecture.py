@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-COMMON = {"wplus.errors", "wplus.geometry"}
+COMMON = {"wplus.errors", "wplus.geometry", "wplus.lazy"}
 ALLOWED = {  # package -> the other wplus packages it may import (besides COMMON)
     "wplus.errors": set(),
     "wplus.geometry": set(),

@@ -15,9 +15,7 @@ Public API (lazy, so `import wplus` stays cheap and optional backends load only 
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from wplus.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -46,12 +44,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        if importlib.util.find_spec(f"wplus.{name}") is None:
-            raise AttributeError(f"module 'wplus' has no attribute {name!r}")
-        return importlib.import_module(f"wplus.{name}")  # submodule access, e.g. wplus.branch.layers
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("wplus", _EXPORTS, globals())

@@ -8,8 +8,7 @@ only when used).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from wplus.lazy import lazy_getattr
 
 _EXPORTS = {
     "attach": "wplus.pipeline.branch",
@@ -26,10 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        return importlib.import_module(f"wplus.pipeline.{name}")  # submodules: wplus.pipeline.load, …
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("wplus.pipeline", _EXPORTS, globals())
