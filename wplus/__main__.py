@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "StyleGAN reconstruction | edited).",
         epilog="Faces are numbered left to right; without --face-index the largest is used.",
     )
-    inv.add_argument("photo", help="the reference photo (JPEG, PNG, WebP...)")
+    inv.add_argument("photo", nargs="+", help="the reference photo (JPEG, PNG, WebP...); several photos of the "
+                     "same person give one identity, the mean of their W+ codes")
     inv.add_argument("-o", "--name", help="identity name (default: the photo's file name)")
     inv.add_argument("--face-index", type=int, default=None, metavar="I",
                      help="which face, 0 = leftmost (default: the largest)")
@@ -113,12 +114,12 @@ def _models(args: argparse.Namespace) -> Path:
 def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -> int:
     # torch-based modules: imported by the commands that use them, so `download` and --help stay light
     from wplus.identity.cache import default_cache
-    from wplus.identity.encoder import IdentityEncoder, faces_table, normalize_image
+    from wplus.identity.encoder import IdentityEncoder, faces_table, mean_identity, normalize_image
     from wplus.identity.files import save_identity
     from wplus.stylegan.directions import apply_edits, default_library
 
     models = _models(args)
-    photo = normalize_image(args.photo)  # the user's inputs first: a typo must not ask for the 1 GB e4e
+    images = [normalize_image(p) for p in args.photo]  # the user's inputs first: a typo must not ask for the 1 GB e4e
     edits = parse_edits(args.edit)
     library = default_library(models, allow_download=not args.no_download) if edits else None
     if library is not None:
@@ -129,16 +130,24 @@ def cmd_invert(args: argparse.Namespace, e4e_loader: Callable[[], Any] | None) -
         e4e_loader, tag = _checkpoint_loader(args, models)
     cache = None if args.no_cache else default_cache(models)
     encoder = IdentityEncoder(e4e_loader, cache=cache, keep_loaded=True, encoder_tag=tag)
-    name = args.name or Path(args.photo).stem
+    photos = list(args.photo)
+    name = args.name or Path(photos[0]).stem
     try:
-        start = time.perf_counter()
-        runs = encoder.encode_count
-        identity = encoder.encode(photo, face_index=args.face_index, backend=args.backend, name=name)
-        how = "encoded" if encoder.encode_count > runs else "from cache"
-        n = len(identity.faces)
-        print(f"{n} face{'s' if n != 1 else ''} found in {args.photo} (left to right):")
-        print(faces_table(identity.faces, identity.face_index))
-        print(f"W+ {how} in {time.perf_counter() - start:.2f} s (backend {identity.backend})")
+        parts = []
+        for photo, image in zip(photos, images):
+            start = time.perf_counter()
+            runs = encoder.encode_count
+            part = encoder.encode(image, face_index=args.face_index, backend=args.backend, name=name)
+            how = "encoded" if encoder.encode_count > runs else "from cache"
+            n = len(part.faces)
+            print(f"{n} face{'s' if n != 1 else ''} found in {photo} (left to right):")
+            print(faces_table(part.faces, part.face_index))
+            print(f"W+ {how} in {time.perf_counter() - start:.2f} s (backend {part.backend})")
+            parts.append(part)
+        identity = parts[0]
+        if len(parts) > 1:
+            identity = mean_identity(parts, name=name, labels=[Path(p).name for p in photos])
+            print(f"identity = mean of the W+ codes of {len(parts)} photos")
         if edits:
             identity.wplus_unedited = identity.wplus.clone()
             identity.wplus = apply_edits(identity.wplus, edits, library)

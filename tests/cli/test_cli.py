@@ -229,3 +229,21 @@ def test_cli_and_webui_name_the_e4e_file_alike(photo, tmp_path):
 def test_missing_e4e_argument_names_the_file(photo, tmp_path):
     rc = main(["invert", str(photo), "--e4e", str(tmp_path / "gone.pt"), "--models", str(tmp_path), "--no-download"])
     assert rc == 2
+
+
+def test_invert_several_photos_is_one_mean_identity(models, photo, tmp_path, capsys):
+    """`invert a.png b.png -o alice`: each photo encoded once, the identity is their mean W+."""
+    model = TinyE4E()
+    second = tmp_path / "astronaut_flipped.png"
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(second)
+    rc = main(["invert", str(photo), str(second), "-o", "alice", "--no-preview", "--models", str(models),
+               "--no-download", "--no-cache"], e4e_loader=lambda: model)
+    out = capsys.readouterr().out
+    assert rc == 0 and model.encode_calls == 2 and "mean of the W+ codes of 2 photos" in out
+    ident = load_identity("alice", models / "identities")
+    assert [s["file"] for s in ident.sources] == ["astronaut.png", "astronaut_flipped.png"]
+    single = [main(["invert", str(p), "-o", f"one{i}", "--no-preview", "--models", str(models), "--no-download",
+                    "--no-cache"], e4e_loader=lambda: model) for i, p in enumerate((photo, second))]
+    assert single == [0, 0]
+    codes = [load_identity(f"one{i}", models / "identities").wplus for i in range(2)]
+    torch.testing.assert_close(ident.wplus, (codes[0] + codes[1]) / 2)

@@ -17,6 +17,7 @@ from wplus.errors import (
     IdentityNotFoundError,
     ImageInputError,
     MissingWeightsError,
+    WPlusError,
 )
 from wplus.identity.cache import IdentityCache, cache_key
 from wplus.identity.encoder import IdentityEncoder, encode_reference
@@ -171,3 +172,29 @@ def test_default_encoder_offline_names_the_e4e_file(astronaut_png, tmp_path, mon
     monkeypatch.setenv("WPLUS_OFFLINE", "1")
     with pytest.raises(MissingWeightsError, match=r"e4e_ffhq_encode.pt.*releases/download/v1/e4e_ffhq_encode.pt"):
         encode_reference(astronaut_png, cache=IdentityCache())
+
+
+def test_several_photos_give_the_mean_code_each_encoded_once(astronaut_png, tmp_path):
+    """Photos of one person -> one identity, the mean of their W+ codes; each photo encoded once
+    (cached), every photo recorded in the saved file."""
+    from wplus.identity.encoder import mean_identity
+
+    model = TinyE4E()
+    enc = IdentityEncoder(lambda: model, cache=IdentityCache(max_items=8), encoder_tag="tiny")
+    img = Image.open(astronaut_png).convert("RGB")
+    flipped = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # the same person, another photo
+    a, b = enc.encode(img), enc.encode(flipped)
+    assert model.encode_calls == 2 and not torch.equal(a.wplus, b.wplus)
+    both = enc.encode_many([img, flipped], name="astro", labels=["a.png", "b.png"])
+    assert model.encode_calls == 2  # both from the cache
+    torch.testing.assert_close(both.wplus, (a.wplus + b.wplus) / 2)
+    assert both.source == "mean of 2 photos" and [s["file"] for s in both.sources] == ["a.png", "b.png"]
+    assert [s["image_hash"] for s in both.sources] == [a.image_hash, b.image_hash]
+    path = save_identity(both, "astro", folder=tmp_path)
+    loaded = load_identity(path)
+    assert loaded.sources == both.sources and torch.equal(loaded.wplus, both.wplus)
+    assert enc.encode_many([img]).wplus.equal(a.wplus)  # one photo: that photo's code
+    with pytest.raises(WPlusError, match="no reference photos"):
+        enc.encode_many([])
+    with pytest.raises(WPlusError, match="no identities"):
+        mean_identity([])

@@ -131,6 +131,27 @@ class IdentityEncoder:
                 self.cache.put(key, identity)
         return identity
 
+    def encode_many(self, images: Sequence[Any], face_index: int | None = None, backend: str = "dlib",
+                    name: str = "", labels: Sequence[str] = ()) -> Identity:
+        """Several photos of one person -> one identity: the mean of their W+ codes.
+
+        Each photo is aligned and encoded once (and cached like `encode`); the face index applies
+        to every photo. The identity records each photo in `sources`; its thumbnail is the first's.
+        """
+        images = list(images)
+        if not images:
+            raise WPlusError("W+: no reference photos given")
+        if len(images) == 1:
+            return self.encode(images[0], face_index=face_index, backend=backend, name=name)
+        keep, self.keep_loaded = self.keep_loaded, True  # load e4e once for all photos
+        try:
+            parts = [self.encode(image, face_index=face_index, backend=backend) for image in images]
+        finally:
+            self.keep_loaded = keep
+            if not keep:
+                self.release()
+        return mean_identity(parts, name=name, labels=labels)
+
     def _run_e4e(self, ref: Any) -> torch.Tensor:
         masked = getattr(ref, "masked", None)
         if masked is None:
@@ -142,6 +163,23 @@ class IdentityEncoder:
             w = model.encode(batch)
         self.encode_count += 1
         return w[0].float().cpu()
+
+
+def mean_identity(parts: Sequence[Identity], name: str = "", labels: Sequence[str] = ()) -> Identity:
+    """The mean W+ code of several identities of one person, recording where each came from."""
+    if not parts:
+        raise WPlusError("W+: no identities to average")
+    code = torch.stack([p.wplus.float() for p in parts]).mean(0)
+    sources = []
+    for i, part in enumerate(parts):
+        entry = {"image_hash": part.image_hash or "", "face_index": part.face_index, "backend": part.backend or ""}
+        if i < len(labels) and labels[i]:
+            entry["file"] = str(labels[i])
+        sources.append(entry)
+    first = parts[0]
+    return Identity(wplus=code, name=name or first.name, image_hash=first.image_hash, backend=first.backend,
+                    thumbnail=first.thumbnail, face_index=first.face_index, faces=first.faces,
+                    source=f"mean of {len(parts)} photos", sources=sources)
 
 
 def encode_reference(

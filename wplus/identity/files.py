@@ -4,7 +4,8 @@ An identity file is a `.safetensors` in `models/identities/`:
   tensors  `wplus` (18,512) float32, optional `thumbnail` (H,W,3) uint8 (the aligned face),
            optional `wplus_unedited` (18,512) when edits were baked in;
   metadata format=wplus-identity, version, name, image_hash, backend, created (ISO 8601 UTC),
-           face_index, faces (JSON boxes), source, edits.
+           face_index, faces (JSON boxes), source, edits, sources (JSON: one entry per photo when the code
+           is the mean of several photos of one person: image_hash, face_index, backend, file name).
 The paper's `N.pth` files (a (1,18,512) tensor) load as identities too.
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Identity:
     source: str = "e4e"
     edits: str = ""
     wplus_unedited: torch.Tensor | None = None
+    sources: list[dict] = field(default_factory=list)  # several photos averaged: one entry per photo
 
     def __post_init__(self) -> None:
         self.wplus = _as_code(self.wplus, self.name or "identity")
@@ -153,6 +155,7 @@ def save_identity(identity: Identity, name: str | None = None, folder: str | os.
         "faces": json.dumps(identity.faces),
         "source": identity.source,
         "edits": identity.edits,
+        "sources": json.dumps(identity.sources),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -200,16 +203,17 @@ def _load_safetensors(path: Path) -> Identity:
         thumbnail=thumbnail,
         created=meta.get("created") or _mtime_iso(path),
         face_index=int(face_index) if re.fullmatch(r"-?\d{1,6}", face_index) else None,
-        faces=_faces(meta.get("faces")),
+        faces=_json_dicts(meta.get("faces")),
         source=meta.get("source") or "safetensors",
         edits=meta.get("edits", ""),
         wplus_unedited=(_as_code(tensors["wplus_unedited"], f"{short(path)} (wplus_unedited)")
                         if "wplus_unedited" in tensors else None),
+        sources=_json_dicts(meta.get("sources")),
     )
 
 
-def _faces(text: str | None) -> list[dict]:
-    """The `faces` metadata: a list of {"index", "box"} dicts; anything else reads as no faces."""
+def _json_dicts(text: str | None) -> list[dict]:
+    """The `faces` / `sources` metadata: a JSON list of dicts; anything else (or too deep, too long) reads as none."""
     if not text or len(text) > 1_000_000:
         return []
     try:
