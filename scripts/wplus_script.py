@@ -7,12 +7,16 @@ tested without the WebUI). Lifetime of the branch in one generation:
   on_cfg_denoiser (every step)    CFG rows -> [identity | zero-W+] bank rows, λ or 0 (delayed start);
                                   in Forge each UNet call says its rows (wplus/webui/forge.py)
   postprocess() / p.close()       detach (p.close also runs when sampling raises)
+Sessions belong to one processing object (`wplus.webui.lifetime`): shallow copies of `p` made by
+other extensions neither close nor replace them. ADetailer's face pass (`_ad_inner`) gets its own
+nested session: face-pass λ, the identity listed for that face, on from its first step.
 Anything that keeps the branch from working is reported under the image (p.comment), in the
 image's parameters ("Wplus warning", which API clients see) and in the console, and the image is
 generated without the branch: never silently wrong.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import traceback
 from pathlib import Path
@@ -28,18 +32,19 @@ except ImportError:  # older WebUI: plain checkbox + accordion
 from wplus.branch import rows
 from wplus.errors import IncompatibleModelError, WPlusError
 from wplus.webui import api as api_args
-from wplus.webui import catalog, forge, infotext
+from wplus.webui import catalog, forge, infotext, passes
 from wplus.webui import options as panel_state
 from wplus.webui import panel as wpanel
 from wplus.webui import session as generation
+from wplus.webui.lifetime import Sessions
 from wplus.webui.settings import EXT_MODELS, ExtensionSettings
 
 TITLE = wpanel.TITLE
-SESSION_ATTR = "_wplus_session"
 WARNING_KEY = panel_state.WARNING_KEY
 
 log = logging.getLogger("wplus")
 _resolvers: dict[ExtensionSettings, generation.IdentityResolver] = {}
+SESSIONS = Sessions()  # which processing object owns which session (copies of p own none)
 RESOLVER_FACTORY = generation.IdentityResolver  # tests swap in a resolver with a small fake encoder
 
 
@@ -103,7 +108,8 @@ class WPlusScript(scripts.Script):
             save_identity=_save_identity,
         )
         panel = wpanel.build(self.elem_id, directions, catalog.list_identities(settings.models_dir),
-                             adapter_choices(), callbacks, accordion_cls=InputAccordion, tool_button_cls=ToolButton)
+                             adapter_choices(), callbacks, accordion_cls=InputAccordion, tool_button_cls=ToolButton,
+                             adetailer=adetailer_installed())
         self.direction_names = panel.direction_names
         self.edit_limits = {d.name: (d.minimum, d.maximum) for d in directions}
         self.infotext_fields = paste_fields(panel)
@@ -120,9 +126,14 @@ class WPlusScript(scripts.Script):
         return panel_state.apply_xyz(request, getattr(p, panel_state.XYZ_ATTR, None), self.edit_limits)
 
     def process(self, p: Any, *args: Any) -> None:
+        if SESSIONS.of_running_original(p):
+            return  # a shallow copy of a running generation (ADetailer re-runs process() on copy(p))
+        if passes.is_face_pass(p):
+            start_face_pass(p, self, args)
+            return
         own_generation_params(p)
-        close_session(p)
-        close_stale_sessions()  # e.g. an X/Y/Z cell that raised: xyz_grid never closes its copy of p
+        SESSIONS.close(p)
+        SESSIONS.close_stale()  # e.g. an X/Y/Z cell that raised: xyz_grid never closes its copy of p
         unet = generation.unet_of(p.sd_model)
         if unet is not None:
             from wplus.branch.hook import detach_all
@@ -137,7 +148,7 @@ class WPlusScript(scripts.Script):
             start_session(p, request, unet)
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
-        session = getattr(p, SESSION_ATTR, None)
+        session = SESSIONS.owned(p)
         if session is None or session.closed:
             return
         try:
@@ -146,8 +157,13 @@ class WPlusScript(scripts.Script):
             session.close()
             warn(p, f"W+ Adapter disabled for this pass: {e}")
 
+    def postprocess_image(self, p: Any, pp: Any, *args: Any) -> None:
+        session = SESSIONS.owned(p)
+        if session is not None:
+            report_seam(p, session)
+
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
-        close_session(p)
+        SESSIONS.close(p)  # only the session this very object owns: never one a shallow copy shares
 
 
 def own_generation_params(p: Any) -> None:
@@ -188,6 +204,10 @@ def refiner_active(p: Any) -> bool:
     return name not in (None, "", "None", "none") and at is not None and float(at) < 1.0
 
 
+def adetailer_installed() -> bool:
+    return any(Path(getattr(d, "path", "")).stem == "!adetailer" for d in getattr(scripts, "scripts_data", []))
+
+
 def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
     if refiner_active(p):
         warn(p, "W+ Adapter disabled: the refiner swaps the model mid-sampling and the W+ branch cannot follow "
@@ -220,59 +240,141 @@ def start_session(p: Any, request: panel_state.PanelArgs, unet: Any) -> None:
     info = resolved.info
     info.adapter_name, info.adapter_hash = path.name, adapter_hash
     p.extra_generation_params.update(infotext.params(info))
-    setattr(p, SESSION_ATTR, session)
-    _live_sessions.append(session)
-    _close_on_p_close(p, session)
+    if adetailer_installed() and not request.ad_enabled:
+        p.extra_generation_params[infotext.K_AD] = infotext.AD_OFF
+    session.request = request
+    if request.ad_enabled and adetailer_installed():  # let ADetailer run us in its face pass
+        undo = passes.make_eligible(shared.opts.data)
+        if undo is not None:
+            session.cleanups.append(undo)
+    SESSIONS.register(p, session)
 
 
-_live_sessions: list[generation.GenerationSession] = []
-
-
-def close_stale_sessions() -> None:
-    """Only one generation runs at a time: any session still open when a new one starts is stale
-    (possibly on another model's UNet, which the new generation's detach does not reach)."""
-    while _live_sessions:
-        _live_sessions.pop().close()
-
-
-def close_session(p: Any) -> None:
-    session = getattr(p, SESSION_ATTR, None)
-    if session is not None:
-        session.close()
+def start_face_pass(p: Any, script: "WPlusScript", args: tuple) -> None:
+    """ADetailer's inpaint pass of one face: the branch from the first step, the face-pass λ and
+    the identity listed for this face (X/Y/Z values come from the generation's own request)."""
+    outer = SESSIONS.outer()
+    if outer is not None:
+        request = outer.request
+    else:
         try:
-            delattr(p, SESSION_ATTR)
-        except AttributeError:
-            pass
+            request = script.request(p, args)
+        except (WPlusError, ValueError, TypeError):
+            return  # the generation itself reported it
+    if not request.enabled or not request.ad_enabled:
+        p._wplus_face_pass = "off"
+        return
+    owner = _owner_p(outer)
+    index = passes.image_index(owner) if owner is not None else 0
+    seen = outer.face_passes.get(index, 0) if outer is not None else 0
+    same_seed = bool(shared.opts.data.get(passes.AD_SAME_SEED, False))
+    face = passes.face_number(getattr(p, "seed", None), passes.image_seed(owner, index) if owner else None,
+                              seen, same_seed)
+    if outer is not None:
+        outer.face_passes[index] = seen + 1
+    name = passes.identity_for_face(passes.parse_identity_list(request.ad_identities), face)
+    if name is None:
+        p._wplus_face_pass = "skip"
+        return
+    unet = generation.unet_of(p.sd_model)
+    try:
+        if name == passes.PANEL_IDENTITY and outer is not None:
+            wplus, adapter, host = outer.wplus, outer.adapter, outer.host_options()
+        else:
+            face_request = copy.copy(request)
+            if name != passes.PANEL_IDENTITY:
+                face_request.source, face_request.identity = panel_state.Source.SAVED, name
+            settings = current_settings()
+            path = generation.resolve_adapter_path(request.adapter, settings, adapter_dirs(settings)[1:])
+            adapter, _ = generation.load_adapter_cached(path)
+            wplus = resolver(settings).resolve(face_request).wplus
+            host = outer.host_options() if outer is not None else (
+                forge.session_options(p.sd_model) if forge.is_forge(p.sd_model) else dict(device=compute_device()))
+        session = generation.GenerationSession(
+            adapter, wplus, generation.BranchPlan(scale=request.face_pass_scale(), start=0.0), request=request,
+            nested=True, **host)
+        session.attach(unet)
+    except Exception as e:  # WPlusError: a bad name or file; anything else: never break ADetailer's pass
+        if not isinstance(e, WPlusError):
+            traceback.print_exc()
+        target = owner if owner is not None else p
+        warn(target, f"W+ Adapter: ADetailer's pass of face {face + 1} ran without W+: {e}")
+        p._wplus_face_pass = "error"
+        return
+    p._wplus_face_pass = name
+    if owner is not None:
+        params = {infotext.K_AD_LAMBDA: f"{request.face_pass_scale():g}"}
+        if request.ad_identities.strip():
+            params[infotext.K_AD_IDENTITIES] = passes.format_identity_list(
+                passes.parse_identity_list(request.ad_identities))
+        owner.extra_generation_params.update(params)
+    SESSIONS.register(p, session)
 
 
-def _close_on_p_close(p: Any, session: generation.GenerationSession) -> None:
-    """The WebUI runs `p.close()` in a `closing(p)` block even when sampling raises, while scripts'
-    `postprocess` is then skipped: detach there too, so no hook outlives its generation."""
-    original = p.close
-
-    def close(*a: Any, **kw: Any) -> Any:
-        session.close()
-        return original(*a, **kw)
-
-    p.close = close
+def _owner_p(session: generation.GenerationSession | None) -> Any:
+    if session is None:
+        return None
+    return session.owner
 
 
 def on_cfg_denoiser(params: Any) -> None:
+    """Every sampler step of every pass: the branch runs for the processing object that owns a
+    session and for nothing else (ADetailer's passes without W+, other extensions' nested passes)."""
     denoiser = getattr(params, "denoiser", None)
     p = getattr(denoiser, "p", None)
-    session = getattr(p, SESSION_ATTR, None)
-    if session is None or session.closed:
+    if p is None:
+        return
+    unet = generation.unet_of(shared.sd_model)
+    session = SESSIONS.for_step(p)
+    if session is None:
+        _branch_off(unet)
+        _check_face_pass(p)
         return
     try:
-        unet = generation.unet_of(shared.sd_model)
-        if session.handle is None or session.handle.unet is not unet:
-            session.attach(unet)  # the model changed under us (e.g. a hires-fix checkpoint)
+        session.attach(unet)  # a no-op when attached; after a nested pass or a model change it re-attaches
+        report_seam(p, session)
         step, total = _progress(params)
         n_cond = rows.batch_rows(params.text_cond) if session.rows_per_call is None else 0
         session.on_step(int(params.x.shape[0]), n_cond, step, total, hires=bool(getattr(p, "is_hr_pass", False)))
     except Exception as e:
         session.close()
         warn(p, f"W+ Adapter stopped mid-generation: {e}")
+
+
+def _branch_off(unet: Any) -> None:
+    """A pass without a session (ADetailer's face pass with W+ off for it, another extension's
+    own pass): an attachment left by the generation around it must not act here."""
+    from wplus.branch.hook import attached_handle
+
+    handle = attached_handle(unet)
+    if handle is not None:
+        handle.scale = 0.0
+
+
+def _check_face_pass(p: Any) -> None:
+    """ADetailer inpainted a face without running our script although W+ wanted that pass."""
+    if not passes.is_face_pass(p) or hasattr(p, "_wplus_face_pass"):
+        return
+    outer = SESSIONS.outer()
+    if outer is None or outer.request is None or not outer.request.ad_enabled:
+        return
+    p._wplus_face_pass = "not run"
+    owner = _owner_p(outer)
+    if owner is not None:
+        warn(owner, "W+ Adapter: ADetailer's face pass ran without W+ (ADetailer did not run the W+ script in it: "
+                    f"add '{passes.SCRIPT_STEM}' to Settings > ADetailer > script names, or turn off "
+                    "'W+ in ADetailer's face pass')")
+
+
+def report_seam(p: Any, session: generation.GenerationSession) -> None:
+    """Say under the image when another extension hid the branch's seam since the last check."""
+    handle = session.handle
+    if handle is None:
+        return
+    problem = handle.seam.problem(*handle.seam.take())
+    if problem and problem not in session.reported:
+        session.reported.add(problem)
+        warn(p, f"W+ Adapter: {problem}.")
 
 
 def _progress(params: Any) -> tuple[int, int]:
@@ -323,7 +425,7 @@ def paste_fields(panel: wpanel.Panel) -> list:
                 return gr.update()
             if name == "enabled":
                 return gr.update(value=args is not None)
-            if args is None or name in ("reference", "reference2"):
+            if args is None or name in ("reference", "reference2", "more_references"):
                 return gr.update()
             value = getattr(args, name)
             if isinstance(value, (panel_state.Source, panel_state.MixMode)):
@@ -342,7 +444,7 @@ def paste_fields(panel: wpanel.Panel) -> list:
         return get
 
     fields = [(panel.by_field[name], field_value(name)) for name in panel_state.FIXED_FIELDS
-              if name not in ("reference", "reference2")]
+              if name not in ("reference", "reference2", "more_references")]
     fields += [(slider, edit_value(name)) for name, slider in panel.edit_sliders.items()]
     return fields
 
@@ -367,7 +469,9 @@ def _save_identity(args: panel_state.PanelArgs, name: str) -> str:
     try:
         resolved = resolver().resolve(args)
         ident = Identity(wplus=resolved.wplus[0], name=name, thumbnail=resolved.thumbnail,
-                         edits=infotext.format_edits(resolved.info.edits), source="webui")
+                         edits=infotext.format_edits(resolved.info.edits),
+                         source=f"webui, mean of {len(resolved.sources)} photos" if resolved.sources else "webui",
+                         sources=resolved.sources)
         path = save_identity(ident, name, folder=identities_dir(current_settings().models_dir))
     except WPlusError as e:
         return f"**{e}**"

@@ -1,5 +1,5 @@
 """X/Y/Z plot axes for W+: one per option with an axis label in the schema (λ, start %, identity,
-adapter) and one per edit direction.
+adapter, ADetailer's face-pass λ and identity per face) and one per edit direction.
 
 The WebUI's xyz_grid keeps its axes in a module-level list; extensions append theirs before the
 UI is built (on_before_ui, which also runs in API-only mode). Axis values are stored on the copy
@@ -11,7 +11,7 @@ from __future__ import annotations
 from modules import script_callbacks, scripts, shared
 
 from wplus.errors import WPlusError
-from wplus.webui import catalog
+from wplus.webui import catalog, passes
 from wplus.webui.options import OPTIONS, XYZ_ATTR, Option, edit_option
 from wplus.webui.settings import ExtensionSettings
 
@@ -47,6 +47,8 @@ def _confirm(option: Option):
                 raise RuntimeError(f"{PREFIX}{option.xyz_label}: {e}") from e
         if option.name == "identity":
             _confirm_identity(xs)
+        if option.name == "ad_identities":
+            _confirm_face_lists(xs)
 
     return confirm
 
@@ -57,6 +59,15 @@ def _confirm_identity(xs) -> None:
     if missing:
         raise RuntimeError(f"{PREFIX}Identity: no saved identity called {', '.join(map(repr, missing))} "
                            "(save one from the W+ panel first)")
+
+
+def _confirm_face_lists(xs) -> None:
+    """Cells like "alice|bob" (X/Y/Z splits its values at commas): every name must be saved."""
+    known = set(catalog.list_identities(_settings().models_dir)) | {passes.PANEL_IDENTITY, passes.NO_IDENTITY}
+    missing = sorted({n for x in xs for n in passes.parse_identity_list(x) if n not in known})
+    if missing:
+        raise RuntimeError(f"{PREFIX}Identity per face: no saved identity called {', '.join(map(repr, missing))} "
+                           "(write a cell as alice|bob)")
 
 
 def _choices(name: str):

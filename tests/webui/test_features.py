@@ -339,3 +339,36 @@ def test_api_info_route_lists_what_the_dict_accepts(env):
 
     script_callbacks.app_started_callback(None, App())
     assert routes and routes[0][0] == "/wplus/v1/info" and routes[0][2] == ["GET"]
+
+
+def test_several_photos_panel_upload_and_api_list_give_one_mean_identity(env, tmp_path):
+    """The panel's extra uploads (gradio File objects: a temp file path in `.name`) and the API's
+    reference list: one identity, the mean W+ of the photos, each photo encoded once; saving it
+    records every photo."""
+    import types
+
+    from skimage import data
+
+    from wplus.identity.files import identities_dir, load_identity
+    from wplus.webui.options import PanelArgs
+    from wplus.webui.session import code_hash
+
+    mod = env.script_module
+    photo = Image.fromarray(data.astronaut())
+    flipped = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    path = tmp_path / "flipped.png"
+    flipped.save(path)
+    one = mod.resolver().resolve(PanelArgs(enabled=True, reference=photo)).wplus
+    two = mod.resolver().resolve(PanelArgs(enabled=True, reference=flipped)).wplus
+    before = SeededTinyE4E.encodes
+    upload = types.SimpleNamespace(name=str(path))  # what gradio 3.41's File(type="file") hands over
+    both = mod.resolver().resolve(PanelArgs(enabled=True, reference=photo, more_references=[upload]))
+    assert SeededTinyE4E.encodes == before  # both photos from the cache
+    torch.testing.assert_close(both.wplus, (one + two) / 2)
+    res, p = run_api(env, [{"reference": [png_b64(photo), png_b64(flipped)]}])
+    assert not p.comments, p.comments
+    assert f"Wplus identity hash: {code_hash(both.wplus)}" in res.infotexts[0]
+    msg = mod._save_identity(PanelArgs(enabled=True, reference=photo, more_references=[upload]), "two photos")
+    assert "Saved identity" in msg
+    saved = load_identity("two photos", identities_dir(mod.current_settings().models_dir))
+    assert len(saved.sources) == 2 and saved.source == "webui, mean of 2 photos"

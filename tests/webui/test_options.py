@@ -32,7 +32,9 @@ def test_positional_order_and_fields_are_the_schemas():
     # the order positional API clients rely on: it must not change
     assert FIXED_FIELDS == ("enabled", "source", "reference", "identity", "face_index", "seed", "source2",
                             "reference2", "identity2", "seed2", "mix_mode", "mix", "mix_coarse", "mix_middle",
-                            "mix_fine", "scale", "start", "adapter")
+                            "mix_fine", "scale", "start", "adapter",
+                            # appended later (positions above unchanged): several photos, ADetailer's face pass
+                            "more_references", "ad_enabled", "ad_scale", "ad_identities")
     assert [f for f in PanelArgs.__dataclass_fields__] == [*FIXED_FIELDS, "edits"]
     assert PanelArgs() == PanelArgs(**{o.name: o.default for o in OPTIONS})
     assert len({o.name for o in OPTIONS}) == len(OPTIONS)
@@ -40,15 +42,16 @@ def test_positional_order_and_fields_are_the_schemas():
 
 def test_api_keys_and_infotext_keys_come_from_the_schema():
     assert api.KEYS == {"enabled", "reference", "identity", "seed", "face_index", "scale", "lambda", "start",
-                        "edits", "mix_with", "mix", "adapter"}
+                        "edits", "mix_with", "mix", "adapter", "adetailer"}
+    face_pass = {"Wplus ADetailer", "Wplus ADetailer lambda", "Wplus face identities"}  # written by the face pass
     assert set(infotext.ALL_KEYS) == {"Wplus identity", "Wplus identity hash", "Wplus face", "Wplus lambda",
                                       "Wplus start", "Wplus edits", "Wplus mix", "Wplus adapter",
-                                      "Wplus adapter hash"}
+                                      "Wplus adapter hash"} | face_pass
     schema_keys = {o.infotext_key for o in (*OPTIONS, EDITS) if o.infotext_key}
-    assert schema_keys <= set(infotext.ALL_KEYS) and len(schema_keys) == 7
+    assert schema_keys <= set(infotext.ALL_KEYS) and len(schema_keys) == 10
     info = infotext.GenerationInfo("photo", "h", 0.5, 10, "a.bin", "ah", face_index=1, edits={"smile": 1},
                                    mix_label="bob", mix_weights=0.3)
-    assert set(infotext.params(info)) == set(infotext.ALL_KEYS)
+    assert set(infotext.params(info)) == set(infotext.ALL_KEYS) - face_pass
 
 
 def test_enums_replace_index_lookups():

@@ -67,7 +67,7 @@ def test_infotext_fields_and_paste_names(env):
     components = {id(c) for c, _ in runner.infotext_fields}
     from wplus.webui.options import FIXED_FIELDS
 
-    photos = {FIXED_FIELDS.index("reference"), FIXED_FIELDS.index("reference2")}  # cannot come from text
+    photos = {FIXED_FIELDS.index(n) for n in ("reference", "reference2", "more_references")}  # cannot come from text
     for i, c in enumerate(script.controls):
         assert (id(c) in components) == (i not in photos), c.label
     assert set(runner.paste_field_names) == set(ALL_KEYS)

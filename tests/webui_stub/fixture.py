@@ -95,7 +95,8 @@ def identity_code(n: int) -> torch.Tensor:
 
 
 class WebUI:
-    def __init__(self, models_dir: Path, unet: torch.nn.Module | None = None, *, with_xyz: bool = True):
+    def __init__(self, models_dir: Path, unet: torch.nn.Module | None = None, *, with_xyz: bool = True,
+                 with_adetailer: bool = False):
         from modules import script_callbacks, scripts, shared
         from modules.sd_models import FakeSDModel
 
@@ -104,6 +105,9 @@ class WebUI:
         shared.sd_model = FakeSDModel(self.unet, context_dim=self.unet_context_dim(self.unet))
         xyz = (str(STUB_DIR / "builtin_scripts"), str(STUB_DIR / "builtin_scripts" / "xyz_grid.py"))
         files = [xyz] if with_xyz else []
+        if with_adetailer:  # extensions load in folder order: adetailer/ before sd-webui-wplus/
+            ad = STUB_DIR / "extensions" / "adetailer"
+            files.append((str(ad), str(ad / "!adetailer.py")))
         files += [(str(ROOT), str(ROOT / "scripts" / name)) for name in EXTENSION_SCRIPTS]
         scripts.load_scripts(files)
         script_callbacks.ui_settings_callback()

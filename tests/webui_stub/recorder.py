@@ -20,6 +20,7 @@ class Call:
     n_rows: int
     hires: bool
     offset: int
+    p: object  # the processing object sampled
     x: torch.Tensor
     t: torch.Tensor
     ctx: torch.Tensor
@@ -41,7 +42,7 @@ class Recorder:
     def _on_step(self, params) -> None:
         d = params.denoiser
         self._step = dict(step=d.step, total=d.total_steps, n_cond=int(params.text_cond.shape[0]),
-                          n_rows=int(params.x.shape[0]), hires=bool(getattr(d.p, "is_hr_pass", False)))
+                          n_rows=int(params.x.shape[0]), hires=bool(getattr(d.p, "is_hr_pass", False)), p=d.p)
         self._offset = 0
 
     def _on_call(self, module, args, kwargs, out) -> None:

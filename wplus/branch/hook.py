@@ -49,6 +49,7 @@ class AttachHandle:
         self._cursor = 0
         self._selected: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._by_rows: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.seam = SeamStats(len(self._attns))
         self._hooks: list[Any] = []
         try:  # all or nothing: an interrupt (Ctrl+C) half-way must not leave hooks behind
             self._hooks.append(unet.register_forward_pre_hook(self._select_rows, with_kwargs=True))
@@ -142,6 +143,7 @@ class AttachHandle:
                 raise WPlusError(f"W+: the row source gave bank rows {list(rows)} for a UNet call of {n} rows "
                                  f"and a {self._bank_rows}-row token bank")
         self._selected = self._keys_values_for(rows)
+        self.seam.unet_calls += 1
 
     def _next_rows(self, n: int) -> tuple[int, ...]:
         index = self._row_index if self._row_index is not None else tuple(range(self._bank_rows))
@@ -178,6 +180,10 @@ class AttachHandle:
                 return None
             h = args[0]
             k, v = self._selected[i]
+            if h.shape[0] != k.shape[0]:  # another extension changed the rows between UNet and layer
+                self.seam.mismatched += 1
+                return None
+            self.seam.layer_calls += 1
             if k.device != h.device:  # hosts that move weights at call time (WebUI --lowvram)
                 self._follow(h.device)
                 k, v = self._selected[i]
@@ -219,6 +225,33 @@ class AttachHandle:
         self.remove()
 
 
+class SeamStats:
+    """What the branch saw since the last `take()`: UNet calls with the branch on, layer hooks that
+    applied it, and layer calls whose rows did not match the UNet's (left without the branch).
+    Another extension that replaces the attention without calling `to_out[0]`, or re-batches rows
+    inside the UNet, hides the seam; these counts make that visible instead of silently wrong."""
+
+    def __init__(self, layers: int) -> None:
+        self.layers = layers
+        self.unet_calls = self.layer_calls = self.mismatched = 0
+
+    def take(self) -> tuple[int, int, int]:
+        out = (self.unet_calls, self.layer_calls, self.mismatched)
+        self.unet_calls = self.layer_calls = self.mismatched = 0
+        return out
+
+    def problem(self, unet_calls: int, layer_calls: int, mismatched: int) -> str | None:
+        """A sentence for the user when the counts show the branch did not run where it should."""
+        if mismatched:
+            return (f"{mismatched} cross-attention call(s) had a batch layout other than the UNet's rows (another "
+                    "extension re-batched them); the W+ branch was left out there")
+        if unet_calls and layer_calls < unet_calls * self.layers:
+            return (f"the W+ branch reached {layer_calls} of {unet_calls * self.layers} cross-attention layer calls: "
+                    "another extension replaced the attention without its output projection (to_out), so W+ "
+                    "could not apply there")
+        return None
+
+
 def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
            device: torch.device | str | None = None, dtype: torch.dtype | None = None,
            follow_dtype: bool = False) -> AttachHandle:
@@ -236,6 +269,11 @@ def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
     handle = AttachHandle(unet, adapter, cast=cast, device=device, dtype=dtype, follow_dtype=follow_dtype)
     object.__setattr__(unet, _ATTR, handle)
     return handle
+
+
+def attached_handle(unet: nn.Module | None) -> AttachHandle | None:
+    """The live attachment on `unet`, if any."""
+    return getattr(unet, _ATTR, None) if unet is not None else None
 
 
 def detach_all(unet: nn.Module) -> bool:

@@ -1,12 +1,15 @@
 """The documented `alwayson_scripts` argument of the W+ Adapter script (WebUI API).
 
     "alwayson_scripts": {"W+ Adapter": {"args": [{
-        "reference": "<base64 PNG/JPEG, or a data: URL>",   # or "identity": "alice", or "seed": 42
+        "reference": "<base64 PNG/JPEG, or a data: URL>",   # or "identity": "alice", or "seed": 42;
+                                                           # a list of photos of one person: their mean W+
         "face_index": -1,                                  # -1 = largest face, 0.. left to right
         "scale": 1.0, "start": 20,                         # λ, start of injection in % of steps
         "edits": {"smile": 1.5, "age": -1},
         "mix_with": {"identity": "bob"}, "mix": 0.3,       # or "mix": [coarse, middle, fine]
-        "adapter": "wplus_adapter.bin"
+        "adapter": "wplus_adapter.bin",
+        "adetailer": {"enabled": true, "scale": 0.8,        # ADetailer's face pass (scale: default the λ above)
+                      "identities": ["alice", "bob"]}      # one saved identity per face, in ADetailer's order
     }]}}
 
 A dict as the first arg selects this form; the positional panel values still work too.
@@ -23,6 +26,8 @@ from wplus.webui.options import EDITS, OPTION, OPTIONS, MixMode, OptionError, Pa
 # the dict's keys: every option's API key and alias, at the top level ("mix_with.seed" lives inside "mix_with")
 KEYS = {k.split(".", 1)[0] for o in (*OPTIONS, EDITS) if o.api_key for k in (o.api_key, *o.api_aliases)}
 SOURCE_KEYS = ("reference", "identity", "seed")  # one of them selects the source
+AD_KEYS = {k.split(".", 1)[1] for o in OPTIONS if (o.api_key or "").startswith("adetailer.")
+           for k in (o.api_key, *o.api_aliases)}  # inside "adetailer"
 _SOURCE_OF = {"reference": Source.PHOTO, "identity": Source.SAVED, "seed": Source.SEED}
 MAX_BASE64_CHARS = 64 * 1024 * 1024
 
@@ -64,7 +69,34 @@ def parse(obj: Mapping[str, Any], limits: Mapping[str, tuple[float, float]] | No
         _mix(obj.get("mix", OPTION["mix"].default), args)
     elif "mix" in obj:
         raise ApiArgsError("W+ Adapter API: 'mix' needs 'mix_with' (the second identity)")
+    if "adetailer" in obj:
+        _adetailer(obj["adetailer"], args)
     return args
+
+
+def _adetailer(value: Any, args: PanelArgs) -> None:
+    """"adetailer": true/false, or {"enabled", "scale" (alias "lambda"), "identities": [names]}."""
+    if isinstance(value, bool):
+        args.ad_enabled = value
+        return
+    if not isinstance(value, Mapping):
+        raise ApiArgsError("W+ Adapter API: 'adetailer' must be true/false or a dict with 'enabled', 'scale', "
+                           "'identities'")
+    unknown = sorted(set(value) - AD_KEYS)
+    if unknown:
+        raise ApiArgsError(f"W+ Adapter API: unknown key(s) {unknown} in 'adetailer'; allowed: {sorted(AD_KEYS)}")
+    if "scale" in value and "lambda" in value:
+        raise ApiArgsError("W+ Adapter API: give 'adetailer.scale' or its alias 'adetailer.lambda', not both")
+    args.ad_enabled = OPTION["ad_enabled"].check(value.get("enabled", True))
+    if "scale" in value or "lambda" in value:
+        args.ad_scale = OPTION["ad_scale"].check(value.get("scale", value.get("lambda")))
+    names = value.get("identities", "")
+    option = OPTION["ad_identities"]
+    if isinstance(names, (list, tuple)):
+        if not all(isinstance(n, str) for n in names):
+            raise option.error(f"must be {option.what}")
+        names = ", ".join(n.strip() for n in names if n.strip())
+    args.ad_identities = option.check(names)
 
 
 def decode_image(value: Any):
@@ -115,8 +147,10 @@ def _source(obj: Mapping[str, Any], prefix: str) -> tuple[Source, Any, str, int]
 
 
 def _reference(value: Any, option) -> Any:
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)  # photos of one person: one identity, the mean of their W+ codes
     if not isinstance(value, str):
-        raise option.error(f"must be {option.what}")
+        raise option.error(f"must be {option.what}, or a list of them (photos of one person)")
     return value
 
 

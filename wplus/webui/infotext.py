@@ -18,6 +18,7 @@ from wplus.webui.options import (
     INFOTEXT_PREFIX,
     OPTION,
     RECORDED_KEYS,
+    SAME_SCALE,
     MixMode,
     PanelArgs,
     Source,
@@ -33,6 +34,10 @@ K_START = OPTION["start"].infotext_key
 K_EDITS = EDITS.infotext_key
 K_MIX = OPTION["source2"].infotext_key
 K_ADAPTER = OPTION["adapter"].infotext_key
+K_AD = OPTION["ad_enabled"].infotext_key  # "off" when the face pass was turned off (absent: on)
+K_AD_LAMBDA = OPTION["ad_scale"].infotext_key  # written when the branch ran in ADetailer's face pass
+K_AD_IDENTITIES = OPTION["ad_identities"].infotext_key  # "alice; bob": one per face, in ADetailer's order
+AD_OFF = "off"
 ALL_KEYS = INFOTEXT_KEYS
 
 PHOTO_LABEL = "photo"
@@ -140,6 +145,13 @@ def panel_from_params(p: Mapping[str, Any], direction_names: Sequence[str],
                                                                zip(("mix_coarse", "mix_middle", "mix_fine"), weights))
         else:
             args.mix_mode, args.mix = MixMode.GLOBAL, OPTION["mix"].check(weights)
+    args.ad_enabled = str(p.get(K_AD, "")).strip().lower() != AD_OFF
+    if K_AD_LAMBDA in p:
+        scale = OPTION["ad_scale"].from_text(p[K_AD_LAMBDA])
+        args.ad_scale = SAME_SCALE if scale == args.scale else scale  # written as the panel's λ: keep following it
+    if K_AD_IDENTITIES in p:
+        names = [n.strip() for n in str(p[K_AD_IDENTITIES]).split(";") if n.strip()]
+        args.ad_identities = OPTION["ad_identities"].check(", ".join(names))
     return args
 
 

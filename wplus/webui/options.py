@@ -39,6 +39,7 @@ class MixMode(str, Enum):
 
 
 SOURCES = (Source.PHOTO, Source.SAVED, Source.SEED)
+SAME_SCALE = -1.0  # ad_scale: ADetailer's face pass uses the panel's λ
 SOURCES2 = (Source.NONE,) + SOURCES
 MIX_MODES = tuple(MixMode)
 
@@ -191,6 +192,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("adapter", "text", "", label="Adapter file", api_key="adapter", what="a file name (string)",
            infotext_key="Wplus adapter", xyz_label="Adapter",
            hint="The W+ adapter weights (models folder). The default downloads on first use."),
+    # several photos of one person (the API sends them as a "reference" list)
+    Option("more_references", "image", None, label="More photos of the same person",
+           hint="More photos of the same person: each is aligned and encoded once, and the identity is the mean "
+                "of their W+ codes (steadier than one photo)."),
+    # ADetailer's face pass (see wplus.webui.passes)
+    Option("ad_enabled", "bool", True, label="Use in ADetailer's face pass", api_key="adetailer.enabled",
+           infotext_key="Wplus ADetailer",
+           hint="Run the W+ branch in ADetailer's face pass too (its inpaint of each detected face, from the pass's "
+                "first step). The W+ script is added to ADetailer's script list for this generation only."),
+    Option("ad_scale", "float", SAME_SCALE, label="λ in the face pass (-1: the λ above)", minimum=SAME_SCALE,
+           maximum=4.0, slider=(SAME_SCALE, 2.0), step=0.05, api_key="adetailer.scale",
+           api_aliases=("adetailer.lambda",), infotext_key="Wplus ADetailer lambda", xyz_label="ADetailer λ",
+           resettable=True, hint="λ in ADetailer's face pass; -1 = the same λ as above. Double-click to reset."),
+    Option("ad_identities", "text", "", label="Identity per face", api_key="adetailer.identities",
+           what="saved identity names ('alice, bob', or a list of names)", infotext_key="Wplus face identities",
+           xyz_label="Identity per face",
+           hint="One saved identity per face, in the order ADetailer inpaints them: 'alice, bob'. '*' = the "
+                "identity above, '-' = no W+ for that face; a face beyond the list gets no W+. Empty: every face "
+                "gets the identity above. In an X/Y/Z cell write alice|bob."),
 )
 OPTION: dict[str, Option] = {o.name: o for o in OPTIONS}
 FIXED_FIELDS: tuple[str, ...] = tuple(o.name for o in OPTIONS)
@@ -234,11 +254,17 @@ def _active_edits(self) -> dict[str, float]:
     return {k: float(v) for k, v in self.edits.items() if v}
 
 
+def _face_pass_scale(self) -> float:
+    """λ in ADetailer's face pass (SAME_SCALE: the panel's λ)."""
+    return self.scale if self.ad_scale < 0 else self.ad_scale
+
+
 PanelArgs = make_dataclass(
     "PanelArgs",
     [(o.name, Any, field(default=o.default)) for o in OPTIONS]
     + [("edits", dict, field(default_factory=dict))],
-    namespace={"mix_weights": _mix_weights, "active_edits": _active_edits, "__module__": __name__,
+    namespace={"mix_weights": _mix_weights, "active_edits": _active_edits, "face_pass_scale": _face_pass_scale,
+               "__module__": __name__,
                "__doc__": "The panel's values, one field per option (in OPTIONS' order), then the edits."},
 )
 

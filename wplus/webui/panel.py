@@ -89,7 +89,7 @@ def _kw(name: str, d: PanelArgs, elem_id: Callable[[str], str], **extra) -> dict
 
 def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], identities: Sequence[str],
           adapters: AdapterChoices, callbacks: PanelCallbacks, accordion_cls: Any = None,
-          tool_button_cls: Any = None, defaults: PanelArgs | None = None) -> Panel:
+          tool_button_cls: Any = None, defaults: PanelArgs | None = None, adetailer: bool = False) -> Panel:
     import gradio as gr
 
     d = defaults or PanelArgs()
@@ -106,6 +106,10 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
         with gr.Row():
             with gr.Column(visible=d.source == Source.PHOTO) as photo_col:
                 f["reference"] = gr.Image(type="pil", **_upload_only(gr), height=256, **_kw("reference", d, elem_id))
+                with gr.Accordion("More photos of the same person", open=False,
+                                  elem_id=elem_id("more_references_accordion")):
+                    f["more_references"] = gr.File(file_count="multiple", file_types=["image"], type="file",
+                                                   **_kw("more_references", d, elem_id))
                 f["face_index"] = gr.Number(**_kw("face_index", d, elem_id))
             with gr.Column(visible=d.source == Source.SAVED) as id_col:
                 with gr.Row():
@@ -151,6 +155,15 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
             with gr.Row(visible=not global_mix) as groups_row:
                 for name in ("mix_coarse", "mix_middle", "mix_fine"):
                     f[name] = gr.Slider(**_kw(name, d, elem_id))
+
+        with gr.Accordion("In ADetailer's face pass", open=False, elem_id=elem_id("ad_accordion")):
+            f["ad_enabled"] = gr.Checkbox(info=None if adetailer else "ADetailer is not installed",
+                                          **_kw("ad_enabled", d, elem_id))
+            with gr.Row():
+                f["ad_scale"] = gr.Slider(**_kw("ad_scale", d, elem_id))
+                f["ad_identities"] = gr.Textbox(placeholder="alice, bob (saved identities, in ADetailer's order; "
+                                                            "empty: the identity above)",
+                                                **_kw("ad_identities", d, elem_id))
 
         with gr.Accordion("Adapter file", open=False, elem_id=elem_id("adapter_accordion")):
             with gr.Row():

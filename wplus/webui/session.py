@@ -35,6 +35,7 @@ class ResolvedIdentity:
     wplus: torch.Tensor  # (1,18,512) float32 on CPU, edits and mixing applied
     info: GenerationInfo
     thumbnail: Any = None  # the aligned face, when encoded from a photo
+    sources: list = field(default_factory=list)  # one entry per photo when several were averaged
 
 
 def code_hash(w: torch.Tensor) -> str:
@@ -89,10 +90,11 @@ class IdentityResolver:
 
     def _resolve(self, args: PanelArgs) -> ResolvedIdentity:
         check_sources(args)
-        w, thumb = self._one(args.source, args.reference, args.identity, args.seed, args.face_index)
+        w, thumb, sources = self._one(args.source, [args.reference, *reference_list(args.more_references)],
+                                      args.identity, args.seed, args.face_index)
         mix_label, weights = "", None
         if args.source2 != Source.NONE:
-            w2, _ = self._one(args.source2, args.reference2, args.identity2, args.seed2, -1)
+            w2, _, _ = self._one(args.source2, args.reference2, args.identity2, args.seed2, -1)
             weights = args.mix_weights()
             w = _mix(w, w2, weights)
             mix_label = source_label(args.source2, args.identity2, args.seed2)
@@ -104,23 +106,27 @@ class IdentityResolver:
             scale=args.scale, start=args.start, adapter_name="", adapter_hash="", face_index=args.face_index,
             edits=edits, mix_label=mix_label, mix_weights=weights,
         )
-        return ResolvedIdentity(w.float().cpu(), info, thumb)
+        return ResolvedIdentity(w.float().cpu(), info, thumb, sources)
 
     def _one(self, source: str, reference: Any, identity: str, seed: int, face_index: int):
+        """(1,18,512) code, thumbnail and sources of one identity source; several photos give their mean."""
         from wplus.identity.files import identities_dir, load_identity
         from wplus.webui.api import decode_image
 
         if source == Source.SAVED:
             ident = load_identity(identity, identities_dir(self.settings.models_dir))
-            return ident.batch(dtype=torch.float32), ident.thumbnail
+            return ident.batch(dtype=torch.float32), ident.thumbnail, ident.sources
         if source == Source.SEED:
             with torch.no_grad():
                 w = self.encoder.e4e.map_seed(int(seed))
-            return w.float().cpu().reshape(1, *WPLUS_SHAPE), None
-        image = decode_image(reference)
+            return w.float().cpu().reshape(1, *WPLUS_SHAPE), None, []
+        images = [decode_image(r) for r in reference_list(reference)]
+        if not images:
+            raise WPlusError("W+: no reference photo. Upload a photo of the person, choose a saved identity, "
+                             "or disable the W+ Adapter.")
         index = None if face_index is None or face_index < 0 else int(face_index)
-        ident = self.encoder.encode(image, face_index=index, backend=self.settings.face_backend)
-        return ident.batch(dtype=torch.float32), ident.thumbnail
+        ident = self.encoder.encode_many(images, face_index=index, backend=self.settings.face_backend)
+        return ident.batch(dtype=torch.float32), ident.thumbnail, ident.sources
 
     def _edit(self, w: torch.Tensor, edits: dict[str, float]) -> torch.Tensor:
         from wplus.stylegan.directions import apply_edits, default_library
@@ -131,7 +137,7 @@ class IdentityResolver:
 
 def check_sources(args: PanelArgs) -> None:
     """What the user can fix in the panel, checked before any file is looked for: an empty source."""
-    if args.source == Source.PHOTO and args.reference is None:
+    if args.source == Source.PHOTO and args.reference is None and not reference_list(args.more_references):
         raise WPlusError("W+: no reference photo. Upload a photo of the person, choose a saved identity, "
                          "or disable the W+ Adapter.")
     if args.source == Source.SAVED and not args.identity:
@@ -148,6 +154,24 @@ def name_download_cause(error: MissingWeightsError, settings: ExtensionSettings)
     if settings.auto_download:
         return error
     return MissingWeightsError(f"{error} (Downloads are off: {settings.download_blocker()}.)")
+
+
+def reference_list(reference: Any) -> list:
+    """The photos of one identity source: one photo, a list of them (API), or uploaded files
+    (gradio's File gives objects with the temp file's path in `.name`); empty entries dropped."""
+    items = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            out += reference_list(item)
+        elif item is None or (isinstance(item, str) and not item):
+            continue
+        elif not isinstance(item, (str, bytes, bytearray)) and isinstance(getattr(item, "name", None), str) \
+                and os.path.isfile(item.name):
+            out.append(Path(item.name).read_bytes())
+        else:
+            out.append(item)
+    return out
 
 
 def _mix(w1: torch.Tensor, w2: torch.Tensor, weights) -> torch.Tensor:
@@ -222,7 +246,27 @@ class GenerationSession:
     handle: Any = None
     closed: bool = False
     steps_seen: list[tuple[int, float]] = field(default_factory=list)  # (step, scale) for diagnostics
+    owner_id: int | None = None  # id() of the one processing object this session belongs to
+    owner: Any = field(default=None, repr=False)  # that object while the session is open
+    nested: bool = False  # a pass inside another generation (ADetailer's face pass)
+    request: Any = None  # the panel values it was made from (X/Y/Z applied)
+    face_passes: dict[int, int] = field(default_factory=dict)  # image index -> ADetailer passes seen
+    children: list["GenerationSession"] = field(default_factory=list)  # sessions of nested passes
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run once on close
+    reported: set = field(default_factory=set)  # problems already told to the user
     _index_cache: dict = field(default_factory=dict)
+
+    def host_options(self) -> dict[str, Any]:
+        """How this host runs the UNet (device, dtype, rows per call), for sessions of nested passes."""
+        return dict(device=self.device, dtype=self.dtype, rows_per_call=self.rows_per_call,
+                    follow_dtype=self.follow_dtype)
+
+    def own(self, p: Any) -> None:
+        """Bind to `p`: shallow copies of `p` see the session but do not own it."""
+        self.owner_id, self.owner = id(p), p
+
+    def owned_by(self, p: Any) -> bool:
+        return self.owner_id is not None and self.owner_id == id(p)
 
     def attach(self, unet: nn.Module) -> None:
         """Attach to `unet` (raises IncompatibleModelError); a no-op when already attached there."""
@@ -272,8 +316,31 @@ class GenerationSession:
             self.handle = None
 
     def close(self) -> None:
+        for child in self.children:
+            child.close()
+        self.children.clear()
         self.detach()
         self.closed = True
+        self.owner = None
+        while self.cleanups:
+            try:
+                self.cleanups.pop()()
+            except Exception:  # a cleanup must not keep the others from running
+                pass
+
+    def reopen(self, p: Any) -> None:
+        """Closed before its processing object `p` finished sampling (another extension called the
+        script's postprocess on it): take it up again rather than sample without the branch."""
+        self.closed = False
+        self.own(p)
+
+    def fork(self, p: Any) -> "GenerationSession":
+        """A session with the same code, adapter and plan for a copy of this session's `p` that
+        is sampled on its own; closed with this one at the latest."""
+        child = GenerationSession(self.adapter, self.wplus, self.plan, request=self.request, **self.host_options())
+        child.own(p)
+        self.children.append(child)
+        return child
 
 
 def unet_of(sd_model: Any) -> nn.Module | None:

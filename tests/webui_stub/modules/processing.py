@@ -41,6 +41,7 @@ class StableDiffusionProcessing:
         self.closed = False
         self.sampler = None
         self.iteration = 0
+        self.batch_index = 0
         for k, v in kwargs.items():
             setattr(self, k, v)
 
@@ -201,6 +202,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
             samples = p.sample(conditioning=p.c, unconditional_conditioning=p.uc, seeds=p.seeds, subseeds=p.seeds,
                                subseed_strength=0.0, prompts=p.prompts)
             for i, sample in enumerate(samples):
+                p.batch_index = i
                 index = n * p.batch_size + i
                 if p.scripts is not None:
                     pp = scripts.PostprocessImageArgs(sample)
