@@ -62,7 +62,7 @@ def test_corrupt_safetensors_base_model_is_one_line_naming_it(work, tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0], r.stderr
-    assert "not a readable .safetensors checkpoint" in lines[0]
+    assert "is not a readable safetensors file" in lines[0]  # the one safe-load message (wplus.assets.io)
 
 
 def _faces(tmp_path, with_wplus=()):

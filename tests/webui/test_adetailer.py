@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.gradio3 import needs_gradio
 from webui_stub.fixture import FIX, WebUI, hooks_on, identity_code, installed, make_models_dir
 from webui_stub.recorder import Recorder, expected_output
+
+needs_gradio()  # the stand-in builds the panel with gradio 3
 
 PERSON1 = dict(enabled=True, source="Saved identity", identity="person1")
 
