@@ -58,6 +58,9 @@ def test_paste_fields_and_settings(env):
 
     runner = env.runners["txt2img"]
     assert set(runner.paste_field_names) == set(ALL_KEYS)
-    assert len(runner.infotext_fields) == len(env.script().controls) - 2  # the two photos cannot come from text
+    from wplus.webui.options import OPTIONS
+
+    photos = sum(o.kind == "image" for o in OPTIONS)  # photos cannot come from text
+    assert len(runner.infotext_fields) == len(env.script().controls) - photos
     for spec in SPECS:
         assert shared.opts.data_labels[spec.key].section == SECTION

@@ -71,7 +71,17 @@ def control_table(directions: Sequence[DirectionInfo]) -> dict[str, list]:
 def _upload_only(gr: Any) -> dict:
     """gr.Image's upload-only argument: `source=` in gradio 3 (AUTOMATIC1111), `sources=[...]` in
     gradio 4 (Forge, whose own shim also maps the old name)."""
-    return {"sources": ["upload"]} if int(gr.__version__.split(".")[0]) >= 4 else {"source": "upload"}
+    return {"sources": ["upload"]} if _gradio_major(gr) >= 4 else {"source": "upload"}
+
+
+def _file_type(gr: Any) -> str:
+    """gr.File's value type: temp-file objects (`.name`) in gradio 3; gradio 4 has no "file" type, and
+    "binary" hands the session the uploaded bytes, which it takes as they are (session.reference_list)."""
+    return "binary" if _gradio_major(gr) >= 4 else "file"
+
+
+def _gradio_major(gr: Any) -> int:
+    return int(gr.__version__.split(".")[0])
 
 
 def _kw(name: str, d: PanelArgs, elem_id: Callable[[str], str], **extra) -> dict:
@@ -108,7 +118,7 @@ def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], id
                 f["reference"] = gr.Image(type="pil", **_upload_only(gr), height=256, **_kw("reference", d, elem_id))
                 with gr.Accordion("More photos of the same person", open=False,
                                   elem_id=elem_id("more_references_accordion")):
-                    f["more_references"] = gr.File(file_count="multiple", file_types=["image"], type="file",
+                    f["more_references"] = gr.File(file_count="multiple", file_types=["image"], type=_file_type(gr),
                                                    **_kw("more_references", d, elem_id))
                 f["face_index"] = gr.Number(**_kw("face_index", d, elem_id))
             with gr.Column(visible=d.source == Source.SAVED) as id_col:
