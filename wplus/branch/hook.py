@@ -38,11 +38,11 @@ class AttachHandle:
         self.row_source: Callable[[int, dict], Sequence[int]] | None = None
         self.follow_dtype = follow_dtype
         self._attns = cross_attention_layers(unet)
-        _check_compatible(adapter, self._attns)
+        check_compatible(adapter, self._attns)
         ref = self._attns[0].to_out[0].weight
         if cast:
             target = torch.device(device) if device is not None else ref.device
-            adapter.to(device=target, dtype=_compute_dtype(target, dtype or ref.dtype))
+            adapter.to(device=target, dtype=compute_dtype(target, dtype or ref.dtype))
         self._heads = [layer_heads(a) for a in self._attns]
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._bank_rows = 0
@@ -187,8 +187,8 @@ class AttachHandle:
             if k.device != h.device:  # hosts that move weights at call time (WebUI --lowvram)
                 self._follow(h.device)
                 k, v = self._selected[i]
-            if self.follow_dtype and k.dtype != _compute_dtype(h.device, h.dtype):
-                self._follow(h.device, _compute_dtype(h.device, h.dtype))  # Forge: fp8/GGUF weights, fp16 activations
+            if self.follow_dtype and k.dtype != compute_dtype(h.device, h.dtype):
+                self._follow(h.device, compute_dtype(h.device, h.dtype))  # Forge: fp8/GGUF weights, fp16 activations
                 k, v = self._selected[i]
             out = self.adapter.layers[i](h.to(k.dtype), k, v, self.scale)
             return (out.to(h.dtype), *args[1:])
@@ -285,7 +285,8 @@ def detach_all(unet: nn.Module) -> bool:
     return True
 
 
-def _check_compatible(adapter: WPlusAdapter, attns: list[nn.Module]) -> None:
+def check_compatible(adapter: WPlusAdapter, attns: list[nn.Module]) -> None:
+    """An IncompatibleModelError naming both model families unless the adapter fits these layers."""
     specs = [layer_spec(a) for a in attns]
     mine = [(s.query_dim, s.context_dim) for s in adapter.specs]
     theirs = [(s.query_dim, s.context_dim) for s in specs]
@@ -297,7 +298,8 @@ def _check_compatible(adapter: WPlusAdapter, attns: list[nn.Module]) -> None:
         )
 
 
-def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the branch computes in for activations of `dtype` on `device`."""
     # CPUs may lack fast fp16 kernels: run the branch in fp32 there and cast back.
     if device.type == "cpu" and dtype == torch.float16:
         return torch.float32
