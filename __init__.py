@@ -30,11 +30,19 @@ def _import_core() -> None:
         raise
 
 
-_import_core()
+def _in_comfyui() -> bool:
+    """ComfyUI has put its folder_paths on sys.path. Other importers of this file (pytest collecting
+    the checkout as a package) get no nodes and change nothing."""
+    return importlib.util.find_spec("folder_paths") is not None
 
-from wplus.comfy.files import register as _register  # noqa: E402
-from wplus.comfy.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
-_register()
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+if _in_comfyui():
+    _import_core()
+    from wplus.comfy.files import register as _register
+    from wplus.comfy.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: F811
+
+    _register()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

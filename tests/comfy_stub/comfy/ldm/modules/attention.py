@@ -23,7 +23,8 @@ CALLS: list[tuple] = []
 
 
 def transformer_block(block, x, context, transformer_options: dict):
-    """ComfyUI's BasicTransformerBlock.forward on an ldm BasicTransformerBlock (attn1, attn2, norms, ff)."""
+    """ComfyUI's BasicTransformerBlock.forward on an ldm BasicTransformerBlock (attn1, attn2, norms, ff);
+    attn1 runs as ldm's (W+ never patches it)."""
     extra_options = {k: v for k, v in transformer_options.items() if k not in ("patches", "patches_replace")}
     heads = block.attn2.heads
     extra_options.update(n_heads=heads, dim_head=block.attn2.to_q.out_features // heads, attn_precision=None)
@@ -37,8 +38,9 @@ def transformer_block(block, x, context, transformer_options: dict):
         CALLS.append((where, full[2], transformer_options.get("transformer_index")))
         q, k, v = block.attn2.to_q(n), block.attn2.to_k(context), block.attn2.to_v(context)
         n = block.attn2.to_out(replace[key](q, k, v, extra_options))
-    else:
-        n = block.attn2(n, context=context)
+    else:  # ComfyUI's CrossAttention.forward: the same kernel as the patches get
+        q, k, v = block.attn2.to_q(n), block.attn2.to_k(context), block.attn2.to_v(context)
+        n = block.attn2.to_out(optimized_attention(q, k, v, heads, transformer_options=transformer_options))
     x = n + x
     return block.ff(block.norm3(x)) + x
 
