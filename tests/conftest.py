@@ -37,3 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def shared_dir() -> Path:
     """../shared; tests that ask for it are `needs_shared` tests."""
     return SHARED
+
+# The ComfyUI stand-in's fixtures (`comfy`, `patcher`) for tests/comfy.
+pytest_plugins = ["comfy_stub.fixture"]

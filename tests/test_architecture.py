@@ -18,6 +18,10 @@ ALLOWED = {  # package -> the other wplus packages it may import (besides COMMON
     "wplus.webui": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity"},
     "wplus.pipeline": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity",
                        "wplus.webui"},
+    # the ComfyUI nodes: the generation layer and the floors below it, the identity score
+    # (wplus.pipeline.score); never the WebUI's panel/session
+    "wplus.comfy": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity",
+                    "wplus.generation", "wplus.pipeline"},
     "wplus.__main__": {"wplus.assets", "wplus.identity", "wplus.stylegan", "wplus.pipeline"},
     "wplus.convert": {"wplus.branch"},
     "wplus.e4e": {"wplus.stylegan"},
@@ -52,7 +56,8 @@ def test_wplus_packages_import_only_what_the_architecture_allows():
             top = module.split(".")[0]
             if module in TRAINER_OK.get(me, ()):
                 continue
-            if top in ("modules", "scripts", "trainer") or (top == "gradio" and me != "wplus.webui"):
+            if top in ("modules", "scripts", "trainer") or (top == "gradio" and me != "wplus.webui") or (
+                    top in ("comfy", "folder_paths") and me != "wplus.comfy"):
                 wrong.append(f"{rel}: {module}")
             elif top == "wplus" and _package(module) not in ALLOWED[me] | COMMON | {me}:
                 wrong.append(f"{rel}: {module}")
@@ -63,3 +68,9 @@ def test_the_trainer_does_not_import_the_webui_glue():
     wrong = [f"{p.name}: {m}" for p in sorted((ROOT / "trainer").glob("*.py")) for m in _imports(p)
              if m.split(".")[0] in ("modules", "gradio") or m.startswith("wplus.webui")]
     assert not wrong
+
+
+def test_only_wplus_comfy_meets_comfyui_and_never_the_webui_session():
+    """ComfyUI's modules stay in wplus/comfy; wplus/comfy reaches the identity score, not the rest of the pipeline."""
+    comfy = [m for p in sorted((ROOT / "wplus" / "comfy").rglob("*.py")) for m in _imports(p)]
+    assert not [m for m in comfy if m.startswith(("wplus.webui", "wplus.pipeline")) and m != "wplus.pipeline.score"]

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from comfy_stub.fixture import run_unet
 
 import wplus
-from comfy_stub.fixture import comfy, patcher, run_unet  # noqa: F401 (pytest fixtures)
 
 pytestmark = pytest.mark.needs_shared  # the reference fixtures
 TOL = 1e-4
@@ -59,6 +59,7 @@ def test_weight_zero_and_the_original_model_stay_plain(patcher):
 
 def test_sd15_layer_places_follow_the_adapter_order(patcher):
     from comfy.ldm.modules import attention
+
     from wplus.comfy.layers import layer_places
 
     keys = [p.key for p in layer_places(patcher.model.diffusion_model)]
