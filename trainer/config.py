@@ -43,7 +43,7 @@ class TrainConfig:
                                          "text_encoder/, tokenizer/, scheduler/) or a single-file WebUI "
                                          "checkpoint (.safetensors/.ckpt).", "model")
     original_config: Optional[str] = _f(None, "For a single-file checkpoint: the original ldm/sgm YAML "
-                                        "(v1-inference.yaml ...). Default: trainer/configs/models/<arch>.yaml.",
+                                        "(v1-inference.yaml ...). Default: wplus/assets/model_configs/<arch>.yaml.",
                                         "model")
     arch: str = _f("auto", "Model family for a single-file checkpoint (auto = detect from its keys).",
                    "model", choices=["auto", "sd1", "sd2", "sdxl"])
@@ -133,6 +133,8 @@ class TrainConfig:
     validation_steps: int = _f(30, "Sampler steps of a validation image.", "log")
     validation_guidance: float = _f(7.5, "Classifier-free guidance of validation images.", "log")
     validation_scale: float = _f(1.0, "λ of validation images.", "log")
+    validation_start: float = _f(0.0, "Percent of the steps before the identity is injected in validation images "
+                                      "(the hosts' start rule; 0 still leaves step 0 to the text).", "log")
     export_official: bool = _f(False, "Also export the official wplus_adapter.bin layout.", "log")
 
     def to_dict(self) -> dict:

@@ -33,10 +33,10 @@ from trainer import data as data_mod
 from trainer import losses
 from trainer.config import TrainConfig, save_config
 from trainer.export import OFFICIAL, OURS, export_adapter
-from trainer.models import BaseModel, load_base_model
 from trainer.perturb import DirectionBank, perturb_wplus
 from trainer.resume import apply_settings, check_resume
 from trainer.validate import render_validation
+from wplus.assets.checkpoint import BaseModel, load_base_model
 from wplus.assets.io import load_pickle
 
 CKPT_DIR = "checkpoints"

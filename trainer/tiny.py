@@ -25,7 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.models import CLIP_VOCAB_SIZE, write_clip_tokenizer
+from wplus.assets.checkpoint import CLIP_VOCAB_SIZE, write_clip_tokenizer
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference_sd15"
 

@@ -16,7 +16,7 @@ from conftest import (
     ROOT,  # noqa: E402
 )
 from helpers.tiny_e4e import TinyE4E
-from wplus.__main__ import main
+from wplus.cli import main
 from wplus.identity.files import load_identity
 from wplus.stylegan.directions import DirectionLibrary, apply_edits
 
@@ -208,9 +208,10 @@ def test_convert_help_lists_only_accepted_options(tmp_path):
 
 def test_cli_and_webui_name_the_e4e_file_alike(photo, tmp_path):
     """The same photo encoded from the CLI and from the WebUI panel hits the same identity-cache entry."""
-    from wplus.__main__ import _checkpoint_loader, build_parser
+    from wplus.cli import build_parser
+    from wplus.cli.invert import _checkpoint_loader
+    from wplus.generation.resolve import IdentityResolver
     from wplus.identity.cache import cache_key
-    from wplus.webui.session import IdentityResolver
     from wplus.webui.settings import ExtensionSettings
 
     models = tmp_path / "models"

@@ -37,12 +37,13 @@ def env(tmp_path_factory, shared_dir):
     root = tmp_path_factory.mktemp("wplus_webui_features")
     with installed(root / "webui"):
         web = WebUI(make_models_dir(root / "models", directions=True))
-        from wplus.webui.session import IdentityResolver
+        from wplus.generation.resolve import IdentityResolver
 
         tiny = SeededTinyE4E()
         mod = web.script_module
-        mod.RESOLVER_FACTORY = lambda settings: IdentityResolver(settings, e4e_loader=lambda: tiny, encoder_tag="tiny")
-        mod._resolvers.clear()
+        mod.EXTENSION.resolver_factory = lambda settings: IdentityResolver(settings, e4e_loader=lambda: tiny,
+                                                                           encoder_tag="tiny")
+        mod.EXTENSION.resolvers.clear()
         yield web
 
 
@@ -83,8 +84,8 @@ def expected_code(edits=None, mix=None):
 def test_infotext_round_trip_restores_the_panel(env):
     from modules import infotext_utils
 
+    from wplus.generation.record import code_hash
     from wplus.webui.options import PanelArgs, from_values
-    from wplus.webui.session import code_hash
 
     request = PanelArgs(**PERSON1, scale=0.75, start=30.0, edits={"smile": 1.5, "latent/age": -1.0},
                         source2="Saved identity", identity2="person2", mix_mode="Per layer group",
@@ -125,7 +126,7 @@ def test_infotext_round_trip_restores_the_panel(env):
 
 
 def test_xyz_axes_are_registered_and_apply_their_values(env):
-    from wplus.webui.session import code_hash
+    from wplus.generation.record import code_hash
 
     xyz = env.module("xyz_grid.py")
     labels = [o.label for o in xyz.axis_options]
@@ -251,9 +252,9 @@ def test_seed_identity_and_mix_in_panel(env):
 
 
 def test_preview_and_save_identity(env):
+    from wplus.generation.record import code_hash
     from wplus.webui import catalog
     from wplus.webui.options import PanelArgs
-    from wplus.webui.session import code_hash
 
     mod = env.script_module
     aligned, rendering, status = mod._preview(PanelArgs(**PERSON1, edits={"smile": 2.0}))
@@ -278,8 +279,9 @@ def test_missing_adapter_without_download_says_what_to_place_where(env, tmp_path
 
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
-    env.script_module._resolvers.clear()
+    env.script_module.EXTENSION.resolvers.clear()
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     res, p = env.generate(wplus=dict(PERSON1))
     msg = " ".join(p.comments)
     assert "wplus_adapter.bin" in msg and "github.com/csxmli2016/w-plus-adapter" in msg and str(empty) in msg
@@ -305,8 +307,9 @@ def test_auto_download_fetches_the_adapter_on_first_use(env, tmp_path, monkeypat
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
     shared.opts.wplus_auto_download = True
-    env.script_module._resolvers.clear()
+    env.script_module.EXTENSION.resolvers.clear()
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     payload = (FIX / "wplus_adapter.bin").read_bytes()
     urls = []
 
@@ -349,9 +352,9 @@ def test_several_photos_panel_upload_and_api_list_give_one_mean_identity(env, tm
 
     from skimage import data
 
+    from wplus.generation.record import code_hash
     from wplus.identity.files import identities_dir, load_identity
     from wplus.webui.options import PanelArgs
-    from wplus.webui.session import code_hash
 
     mod = env.script_module
     photo = Image.fromarray(data.astronaut())

@@ -35,7 +35,7 @@ def env(tmp_path_factory):
 def clean(env):
     with kept_settings():
         yield
-    env.script_module._resolvers.clear()
+    env.script_module.EXTENSION.resolvers.clear()
 
 
 def blocks_of(env, tab="txt2img") -> dict:
@@ -207,6 +207,7 @@ def test_adapter_dropdown_marks_or_avoids_a_missing_default(env, tmp_path, monke
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
     shared.opts.wplus_auto_download = True
@@ -229,6 +230,7 @@ def test_offline_variable_is_named_when_the_setting_is_on(env, tmp_path, monkeyp
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     monkeypatch.delenv("WPLUS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     shared.opts.wplus_models_dir = str(make_models_dir(tmp_path / "models", adapter=False))
@@ -245,6 +247,7 @@ def test_empty_photo_is_reported_before_the_missing_adapter(env, tmp_path, monke
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     shared.opts.wplus_models_dir = str(make_models_dir(tmp_path / "models", adapter=False))
     _, p = env.generate(wplus=dict(enabled=True, source="Photo"))
     assert len(p.comments) == 1 and "no reference photo" in next(iter(p.comments)), p.comments
@@ -255,6 +258,7 @@ def test_image_metadata_has_no_local_folders(env, tmp_path, monkeypatch, caplog)
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
     with caplog.at_level(logging.WARNING, logger="wplus"):

@@ -38,7 +38,7 @@ def load_pipeline(model: str, device: str | torch.device | None = None, dtype: s
     """A StableDiffusionPipeline or StableDiffusionXLPipeline on `device`, safety checker off.
 
     original_config: the ldm/sgm YAML of a single-file checkpoint (default: the trainer's
-    `configs/models/<arch>.yaml` for the standard SD1/SD2/SDXL shapes)."""
+    `wplus/assets/model_configs/<arch>.yaml` for the standard SD1/SD2/SDXL shapes)."""
     device = device if isinstance(device, torch.device) else pick_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(device, dtype)
     kind = model_kind(model)
@@ -111,11 +111,8 @@ def _from_folder(path: Path) -> Any:
 def _from_single_file(path: Path, original_config: str | None = None) -> Any:
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise WPlusError(f"--model {path}: a single-file checkpoint must be .safetensors or .ckpt")
-    try:
-        from trainer.models import load_base_model
-    except ImportError:
-        raise WPlusError("single-file checkpoints are converted by the trainer's loader: run from the "
-                         "repository, or `pip install 'sd-webui-wplus[trainer]'`") from None
+    from wplus.assets.checkpoint import load_base_model
+
     try:
         base = load_base_model(str(path), original_config=original_config, cache_dir=tokenizer_cache())
     except (ValueError, FileNotFoundError, KeyError) as exc:
@@ -164,8 +161,23 @@ def _hub_message(model_id: str, offline: bool, exc: Exception) -> str:
                                                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
     return (f"Missing the base model {model_id!r} (diffusers format, ~4 GB for SD1.5): {reason}. "
             f"Download it from https://huggingface.co/{model_id} (where there is network: "
-            f"`huggingface-cli download {model_id}`) into the Hugging Face cache {HF_HUB_CACHE}{os.sep}, "
+            f"`hf download {model_id}`) into the Hugging Face cache {HF_HUB_CACHE}{os.sep}, "
             "or pass --model a diffusers folder or a WebUI checkpoint (.safetensors) you already have.")
+
+
+def missing_model_message(model: str) -> str:
+    """Offline: the message for a hub model that is not in the Hugging Face cache ("" otherwise)."""
+    if model_kind(model) != "hub":
+        return ""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, "model_index.json")
+    except Exception:  # a malformed id: the loader reports it
+        return ""
+    if isinstance(cached, str) and os.path.isfile(cached):
+        return ""
+    return _hub_message(model, True, FileNotFoundError(model))
 
 
 def _load_vae(vae: str, allow_download: bool) -> Any:

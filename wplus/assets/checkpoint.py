@@ -1,8 +1,9 @@
-"""The frozen base model: from a diffusers folder or a single-file WebUI checkpoint, fully offline.
+"""A Stable Diffusion base model from a diffusers folder or a single-file WebUI checkpoint, fully offline
+(the diffusers pipeline and the trainer both load through here).
 
 Single files (`.safetensors`/`.ckpt`, the WebUI's own format) are converted with diffusers' ldm
 converters; the UNet/VAE configs come from the original ldm/sgm YAML (ours in
-`trainer/configs/models/<arch>.yaml` or `--original-config`), text-encoder configs are read off the
+`wplus/assets/model_configs/<arch>.yaml` or `--original-config`), text-encoder configs are read off the
 checkpoint's tensor shapes, and the CLIP tokenizer comes from `--tokenizer` or is built from
 open_clip's BPE vocabulary (same merges as OpenAI CLIP), so nothing is fetched from the hub.
 """
@@ -25,7 +26,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from wplus.assets.io import SAFETENSORS, load_pickle, read_safetensors, sniff
 from wplus.errors import WPlusError
 
-MODEL_CONFIGS = Path(__file__).resolve().parent / "configs" / "models"
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 CLIP_VOCAB_SIZE = 49408
 
 
