@@ -135,17 +135,11 @@ class DirectionLibrary:
         items = [d for d in self._by_name.values() if group is None or d.group == group]
         return sorted(items, key=lambda d: sort_key(d.group, d.name))
 
-    def by_group(self) -> dict[str, list[Direction]]:
-        out: dict[str, list[Direction]] = {}
-        for d in self.list():
-            out.setdefault(d.group, []).append(d)
-        return out
-
     def get(self, name: str) -> Direction:
         d = self._by_name.get(name) or self._by_key.get(name)
         if d is None:
             near = close_names(name, self.names())
-            hint = f" Did you mean: {', '.join(near)}?" if near else " Run `python -m wplus directions` to list them."
+            hint = f" Did you mean: {', '.join(near)}?" if near else " Run `wplus directions` to list them."
             raise DirectionError(f"unknown edit direction {name!r}.{hint}")
         return d
 
