@@ -80,9 +80,11 @@ def resolve_adapter_path(name: str, settings: Settings, extra_dirs: Iterable[Pat
     if found is not None:
         return found
     entry = registry.get("adapter")
-    if os.path.basename(name or DEFAULT_ADAPTER) != entry.filename:
+    name = os.path.basename(name or DEFAULT_ADAPTER)
+    if name != entry.filename:
         raise MissingWeightsError(f"W+: adapter file {name!r} not found in {', '.join(str(d) for d in dirs)}. "
-                                  "Press the refresh button next to the adapter list and pick an existing file.")
+                                  "Put it there, or pick an adapter file that is there (in the WebUI, press the "
+                                  "refresh button next to the adapter list).")
     cause = settings.download_blocker()
     if cause:
         raise MissingWeightsError(missing_message(entry, settings.models_dir,
