@@ -257,17 +257,17 @@ def test_preview_and_save_identity(env):
     from wplus.webui.options import PanelArgs
 
     mod = env.script_module
-    aligned, rendering, status = mod._preview(PanelArgs(**PERSON1, edits={"smile": 2.0}))
+    aligned, rendering, status = mod.EXTENSION.preview(PanelArgs(**PERSON1, edits={"smile": 2.0}))
     assert isinstance(rendering, Image.Image) and rendering.size == (1024, 1024)
     assert code_hash(expected_code({"smile": 2.0})) in status
-    assert "type a name" in mod._save_identity(PanelArgs(**PERSON1), "  ")
-    msg = mod._save_identity(PanelArgs(**PERSON1, edits={"smile": 2.0}), "smiling person")
+    assert "type a name" in mod.EXTENSION.save_identity(PanelArgs(**PERSON1), "  ")
+    msg = mod.EXTENSION.save_identity(PanelArgs(**PERSON1, edits={"smile": 2.0}), "smiling person")
     assert "Saved identity" in msg
     names = catalog.list_identities(mod.current_settings().models_dir)
     saved = next(n for n in names if "smiling" in n)
     res, _ = env.generate(wplus=dict(enabled=True, source="Saved identity", identity=saved))
     assert f"Wplus identity hash: {code_hash(expected_code({'smile': 2.0}))}" in res.infotexts[0]
-    _, _, status = mod._preview(PanelArgs(enabled=True, source="Photo"))
+    _, _, status = mod.EXTENSION.preview(PanelArgs(enabled=True, source="Photo"))
     assert "no reference photo" in status
 
 
@@ -361,17 +361,17 @@ def test_several_photos_panel_upload_and_api_list_give_one_mean_identity(env, tm
     flipped = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     path = tmp_path / "flipped.png"
     flipped.save(path)
-    one = mod.resolver().resolve(PanelArgs(enabled=True, reference=photo)).wplus
-    two = mod.resolver().resolve(PanelArgs(enabled=True, reference=flipped)).wplus
+    one = mod.EXTENSION.resolver().resolve(PanelArgs(enabled=True, reference=photo)).wplus
+    two = mod.EXTENSION.resolver().resolve(PanelArgs(enabled=True, reference=flipped)).wplus
     before = SeededTinyE4E.encodes
     upload = types.SimpleNamespace(name=str(path))  # what gradio 3.41's File(type="file") hands over
-    both = mod.resolver().resolve(PanelArgs(enabled=True, reference=photo, more_references=[upload]))
+    both = mod.EXTENSION.resolver().resolve(PanelArgs(enabled=True, reference=photo, more_references=[upload]))
     assert SeededTinyE4E.encodes == before  # both photos from the cache
     torch.testing.assert_close(both.wplus, (one + two) / 2)
     res, p = run_api(env, [{"reference": [png_b64(photo), png_b64(flipped)]}])
     assert not p.comments, p.comments
     assert f"Wplus identity hash: {code_hash(both.wplus)}" in res.infotexts[0]
-    msg = mod._save_identity(PanelArgs(enabled=True, reference=photo, more_references=[upload]), "two photos")
+    msg = mod.EXTENSION.save_identity(PanelArgs(enabled=True, reference=photo, more_references=[upload]), "two photos")
     assert "Saved identity" in msg
     saved = load_identity("two photos", identities_dir(mod.current_settings().models_dir))
     assert len(saved.sources) == 2 and saved.source == "webui, mean of 2 photos"

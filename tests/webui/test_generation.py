@@ -106,7 +106,7 @@ def test_delayed_start_off_until_step_fraction(env):
     assert [c.step for c in calls if c.step <= 4] == [0, 1, 2, 3, 4]  # off while step <= 0.5 * 8
     assert (on, off) == (3, 5)
     _, _, calls = run_recorded(env, dict(PERSON1, start=0.0))
-    assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.0) == (6, 0)
+    assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.0) == (5, 1)  # start 0: step 0 is the text's
 
 
 def test_hires_pass_keeps_identity_from_its_first_step(env):

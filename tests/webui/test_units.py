@@ -30,13 +30,6 @@ def test_row_index_cond_first_then_zero():
     assert rows.batch_rows({"crossattn": torch.zeros(3, 77, 8), "vector": torch.zeros(3, 4)}) == 3
 
 
-def test_branch_on_is_the_papers_rule():
-    # off while step <= start * steps; 0 = always on
-    assert [rows.branch_on(i, 10, 0.2) for i in range(5)] == [False, False, False, True, True]
-    assert all(rows.branch_on(i, 10, 0.0) for i in range(10))
-    assert not any(rows.branch_on(i, 10, 1.0) for i in range(10))
-
-
 def test_api_dict_parses_and_rejects_bad_values():
     args = api_args.parse({"identity": "alice", "lambda": 0.7, "start": 10, "edits": {"smile": 2},
                            "mix_with": {"seed": 3}, "mix": [0, 0.5, 1], "adapter": "a.safetensors"})

@@ -139,7 +139,7 @@ class DirectionLibrary:
         d = self._by_name.get(name) or self._by_key.get(name)
         if d is None:
             near = close_names(name, self.names())
-            hint = f" Did you mean: {', '.join(near)}?" if near else " Run `wplus directions` to list them."
+            hint = f" Did you mean: {', '.join(near)}?" if near else " Run `python -m wplus directions` to list them."
             raise DirectionError(f"unknown edit direction {name!r}.{hint}")
         return d
 
