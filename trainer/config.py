@@ -141,6 +141,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainConfig":
+        """Refuse an unusable configuration with a message naming the option; returns self."""
+        self._check_inputs()
+        self._check_rates()
+        self._check_stage_options()
+        self._check_sizes()
+        return self
+
+    def _check_inputs(self) -> None:
+        """The base model, the manifest and the adapter to start from."""
         if self.pretrained_model is None:
             raise ValueError("--pretrained-model is required (a diffusers folder or a .safetensors/.ckpt)")
         if self.manifest is None:
@@ -154,22 +163,30 @@ class TrainConfig:
             raise ValueError(f"--init {self.init}: no such adapter file")
         if self.stage == 2 and not self.init and not self.resume:
             raise ValueError("Stage II needs --init STAGE1_WEIGHTS (the Stage I adapter)")
+
+    def _check_rates(self) -> None:
+        """The drop and caption probabilities."""
         for name in ("i_drop_rate", "t_drop_rate", "ti_drop_rate", "caption_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.i_drop_rate + self.t_drop_rate + self.ti_drop_rate > 1.0:
             raise ValueError("i_drop_rate + t_drop_rate + ti_drop_rate must not exceed 1")
+
+    def _check_stage_options(self) -> None:
+        """The perturbation mix (Stage II) and the prompt templates (Stage I)."""
         if len(self.perturb_probs) != 5 or min(self.perturb_probs) < 0 or sum(self.perturb_probs) <= 0:
             raise ValueError("perturb_probs needs 5 non-negative weights")
         if self.stage == 1 and not self.templates:
             raise ValueError("--templates needs at least one prompt template")
+
+    def _check_sizes(self) -> None:
+        """The augmentation and mask ranges and the resolution."""
         for name in ("aug_scale", "mask_erode", "mask_blur"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
                 raise ValueError(f"--{name.replace('_', '-')} takes a range: two numbers, low then high")
         if self.resolution % 8:
             raise ValueError("resolution must be a multiple of 8")
-        return self
 
 
 def _fields() -> list[dataclasses.Field]:

@@ -145,35 +145,47 @@ def _unreadable(name: str, e: BaseException) -> ImageInputError:
 
 def _open(src: ImageLike) -> tuple[Image.Image, str]:
     name = _describe(src)
+    return _pil_open(_source(src, name), name), name
+
+
+def _source(src: ImageLike, name: str) -> object:
+    """What `Image.open` reads: the checked path, the bytes as a stream, or the caller's stream."""
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        try:
-            exists = path.is_file()
-        except (OSError, ValueError) as e:  # ENAMETOOLONG, a NUL byte in the path...
-            raise ImageInputError(f"Cannot read the image path {name}: {e}. Check the path "
-                                  "(it may be too long or hold invalid characters).") from e
-        if not exists:
-            raise ImageInputError(f"No image file at {name}: check the path.")
-        fp: object = path
-    elif isinstance(src, (bytes, bytearray, memoryview)):
+        return _existing_file(src, name)
+    if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
             raise ImageInputError("The uploaded image data is empty (0 bytes).")
-        fp = io.BytesIO(bytes(src))
-    elif hasattr(src, "read"):
-        fp = src
-    else:
-        raise ImageInputError(
-            f"Cannot use a {type(src).__name__} as an image: pass a file path, file bytes, "
-            "a PIL image or a numpy array.")
+        return io.BytesIO(bytes(src))
+    if hasattr(src, "read"):
+        return src
+    raise ImageInputError(
+        f"Cannot use a {type(src).__name__} as an image: pass a file path, file bytes, "
+        "a PIL image or a numpy array.")
+
+
+def _existing_file(src: str | os.PathLike, name: str) -> Path:
+    path = Path(src)
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as e:  # ENAMETOOLONG, a NUL byte in the path...
+        raise ImageInputError(f"Cannot read the image path {name}: {e}. Check the path "
+                              "(it may be too long or hold invalid characters).") from e
+    if not exists:
+        raise ImageInputError(f"No image file at {name}: check the path.")
+    return path
+
+
+def _pil_open(fp: object, name: str) -> Image.Image:
+    """Open (header only); a JPEG above PIL's bomb limit is opened for drafting instead."""
     try:
         with warnings.catch_warnings():
             # Size is checked deliberately below (draft for JPEG, MAX_DECODE_PIXELS otherwise).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(fp)
+            return Image.open(fp)
     except Image.DecompressionBombError as e:
         jpeg = _open_huge_jpeg(fp)
         if jpeg is not None:
-            return jpeg, name
+            return jpeg
         raise _too_large(name, str(e)) from e
     except UnidentifiedImageError as e:
         raise ImageInputError(
@@ -183,7 +195,6 @@ def _open(src: ImageLike) -> tuple[Image.Image, str]:
         raise _too_large(name, "not enough memory to open it") from e
     except Exception as e:  # PIL plugins raise many types on crafted headers
         raise _unreadable(name, e) from e
-    return im, name
 
 
 def _too_large(name: str, why: str) -> ImageInputError:
