@@ -8,6 +8,7 @@ completed.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,15 @@ DIRECTIONS_SUBDIR = "w_direction"
 IDENTITIES_SUBDIR = "identities"
 FACEXLIB_SUBDIR = "facexlib"
 EXTENSION_DIR = Path(__file__).resolve().parents[2]  # the checkout: wplus/, scripts/, models/ ...
+#: Files beside `wplus/` that only a WebUI extension checkout has (a pip install puts `wplus/` in
+#: site-packages, where neither exists).
+CHECKOUT_MARKERS = ("install.py", "scripts/wplus_script.py")
+MODELS_ENV = "WPLUS_MODELS_DIR"
+#: How the default models folder is chosen, for --help texts and docs (the rule is `default_models_dir`).
+MODELS_DIR_RULE = (f"${MODELS_ENV} if set; else the extension's models/ when running from a WebUI extension "
+                   "checkout; else a per-user folder (Linux: $XDG_DATA_HOME/wplus/models or "
+                   "~/.local/share/wplus/models, macOS: ~/Library/Application Support/wplus/models, "
+                   "Windows: %LOCALAPPDATA%\\wplus\\models)")
 
 
 @dataclass(frozen=True)
@@ -205,8 +215,41 @@ def missing_message(entry: ModelFile, models_dir: str | os.PathLike | None, reas
 
 
 def default_models_dir() -> Path:
-    """`$WPLUS_MODELS_DIR` if set, else the extension's own `models/` folder."""
-    env = os.environ.get("WPLUS_MODELS_DIR")
+    """Where model files live unless the caller names a folder (the CLI's --models, the WebUI setting).
+
+    `$WPLUS_MODELS_DIR` if set; else the checkout's own `models/` when the code runs from a WebUI
+    extension checkout (`is_extension_checkout`); else the per-user data folder (`user_models_dir`),
+    so that a pip install never writes into site-packages. Nothing is created here: the folder
+    appears when the first file is written into it."""
+    env = os.environ.get(MODELS_ENV)
     if env:
         return Path(env).expanduser()
-    return EXTENSION_DIR / "models"
+    if is_extension_checkout(EXTENSION_DIR):
+        return EXTENSION_DIR / "models"
+    return user_models_dir()
+
+
+def is_extension_checkout(root: str | os.PathLike) -> bool:
+    """True when `root` (the folder holding `wplus/`) is a WebUI extension checkout, not site-packages."""
+    root = Path(root)
+    return (root / "wplus" / "__init__.py").is_file() and all((root / m).is_file() for m in CHECKOUT_MARKERS)
+
+
+def user_models_dir() -> Path:
+    """The per-user data folder for models: XDG on Linux/BSD, Application Support on macOS,
+    %LOCALAPPDATA% on Windows (each `.../wplus/models`)."""
+    home = Path.home()
+    system = _system()
+    if system == "windows":
+        base = os.environ.get("LOCALAPPDATA")
+        root = Path(base) if base else home / "AppData" / "Local"
+    elif system == "macos":
+        root = home / "Library" / "Application Support"
+    else:
+        base = os.environ.get("XDG_DATA_HOME", "")
+        root = Path(base) if os.path.isabs(base) else home / ".local" / "share"  # XDG: relative = unset
+    return root / "wplus" / "models"
+
+
+def _system() -> str:
+    return "windows" if os.name == "nt" else "macos" if sys.platform == "darwin" else "posix"
