@@ -116,8 +116,7 @@ def _second(spec: str, args: argparse.Namespace, e4e: _E4E, models: Path, lines:
 
 
 def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], Any] | None = None) -> Result:
-    from wplus.assets.download import sha256_file
-    from wplus.branch.files import load_adapter
+    from wplus.branch.files import adapter_fingerprint, load_adapter
     from wplus.pipeline import output
     from wplus.pipeline.branch import PipelineBranch
     from wplus.pipeline.cli import cells
@@ -167,7 +166,7 @@ def run_generate(args: argparse.Namespace, plan: Any, e4e_loader: Callable[[], A
     rows = {i: [] for i, *_ in grid_cells}
     captions = {i: [] for i, *_ in grid_cells}
     first_params, texts, scores, all_images = None, [], [], []
-    adapter_hash = sha256_file(adapter_file)[:10]
+    adapter_hash = adapter_fingerprint(adapter_file)[:10]
     with PipelineBranch(pipe, adapter, w, scale=plan.scales[0], start=args.start) as branch:
         for k, (i, j, scale, edits) in enumerate(grid_cells):
             code = apply_edits(w, edits, library) if edits else w
