@@ -204,14 +204,31 @@ def missing_message(entry: ModelFile, models_dir: str | os.PathLike | None, reas
                     path: str | os.PathLike | None = None) -> str:
     """The one message for an absent model file: which file, why, where to get it and where it goes
     (`path` when the caller looked somewhere else than the models folder)."""
-    if path is None:
-        path = entry.path(models_dir if models_dir is not None else default_models_dir())
-    target = Path(path)
+    home = entry.path(models_dir if models_dir is not None else default_models_dir())
+    target = Path(path) if path is not None else home
+    blocker = _file_in_the_way(target)
+    if blocker is not None:  # "put it in the folder" would name a file
+        return (
+            f"Missing {entry.filename!r} ({entry.description}): {reason}. The path {target} cannot exist: "
+            f"{blocker} is a file, not a folder; check the path. Download it from {entry.url} and put it in "
+            f"the folder {home.parent.resolve()}{os.sep} (the file must be {home.resolve()})."
+        )
     return (
         f"Missing {entry.filename!r} ({entry.description}): {reason}. "
         f"Download it from {entry.url} and put it in the folder {target.parent.resolve()}{os.sep} "
         f"(the file must be {target.resolve()})."
     )
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing folder above `path`, if it is a file instead (then `path` cannot exist)."""
+    for parent in path.absolute().parents:
+        try:
+            if parent.exists():
+                return None if parent.is_dir() else parent
+        except OSError:  # a name the system cannot look up: the caller's message says enough
+            return None
+    return None
 
 
 def default_models_dir() -> Path:

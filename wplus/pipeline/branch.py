@@ -69,11 +69,17 @@ class PipelineBranch:
     # -- identity -----------------------------------------------------------------------------
     def set_identity(self, w_plus: Any) -> None:
         """W+ code(s): (18,512), (1,18,512) for every image, or (N,18,512) one per image."""
-        codes = as_codes(w_plus)
         weight = self.adapter.proj.norm.weight
-        with torch.no_grad():  # projected apart, as the paper does (one batched call differs in the last bits)
-            bank = torch.cat([self.adapter.project(codes.to(weight.device, weight.dtype)), self.adapter.zero_tokens(1)])
-        self._handle.set_bank(bank)
+        codes = None
+
+        def bank() -> torch.Tensor:  # a failure here drops the previous identity too (set_bank_from)
+            nonlocal codes
+            codes = as_codes(w_plus)
+            with torch.no_grad():  # projected apart, as the paper does (one batched call differs in the last bits)
+                return torch.cat([self.adapter.project(codes.to(weight.device, weight.dtype)),
+                                  self.adapter.zero_tokens(1)])
+
+        self._handle.set_bank_from(bank)
         self._n_codes = codes.shape[0]
         self._index.clear()
 
