@@ -21,9 +21,10 @@ def prog_name() -> str:
 
 
 def add_models(p: argparse.ArgumentParser) -> None:
+    from wplus.assets.registry import MODELS_DIR_RULE
+
     p.add_argument("--models", type=Path, default=None, metavar="DIR",
-                   help="models folder (default: $WPLUS_MODELS_DIR, else the extension's models/ in a WebUI "
-                        "checkout, else a per-user data folder)")
+                   help=f"models folder (default: {MODELS_DIR_RULE})")
     p.add_argument("--no-download", action="store_true",
                    help="never download; fail with a message naming every missing file and where to put it")
 

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from torch import nn
 
-from wplus.assets.fingerprint import cached_sha256, stat_key
+from wplus.assets.fingerprint import stat_key
 from wplus.errors import MissingWeightsError
 from wplus.generation.settings import Settings
 
@@ -93,14 +93,14 @@ def resolve_adapter_path(name: str, settings: Settings, extra_dirs: Iterable[Pat
 
 
 def load_adapter_cached(path: Path) -> tuple[nn.Module, str]:
-    """(adapter, short file hash), loaded once per file version; `attach` moves it to the UNet's
-    device/dtype, where it stays for the next generation."""
-    from wplus.branch.files import load_adapter
+    """(adapter, short hash of its weights: `adapter_fingerprint`), loaded once per file version;
+    `attach` moves it to the UNet's device/dtype, where it stays for the next generation."""
+    from wplus.branch.files import adapter_fingerprint, load_adapter
 
     key = stat_key(path)
     with _adapters_lock:
         if key not in _adapters:
             for old in [k for k in _adapters if k[0] == key[0]]:
                 del _adapters[old]
-            _adapters[key] = (load_adapter(str(path)).eval(), cached_sha256(path)[:10])
+            _adapters[key] = (load_adapter(str(path)).eval(), adapter_fingerprint(path)[:10])
         return _adapters[key]

@@ -147,7 +147,7 @@ class IdentityResolver:
     def _saved(self, name: str) -> _Part:
         from wplus.identity.files import identities_dir, load_identity
 
-        ident = load_identity(name, identities_dir(self.settings.models_dir))
+        ident = load_identity(name, identities_dir(self.settings.models_dir), allow_paths=self.allow_paths)
         label = (ident.name or Path(name).stem) if self.allow_paths and Path(name).name != name else name
         return _Part(ident.batch(dtype=torch.float32), ident.thumbnail, ident.sources, label)
 

@@ -70,8 +70,14 @@ class PipelineBranch:
     # -- identity -----------------------------------------------------------------------------
     def set_identity(self, w_plus: Any) -> None:
         """W+ code(s): (18,512), (1,18,512) for every image, or (N,18,512) one per image."""
-        codes = as_codes(w_plus)
-        self._handle.set_bank(token_bank(self.adapter, codes))
+        codes = None
+
+        def bank() -> torch.Tensor:  # a failure here drops the previous identity too (set_bank_from)
+            nonlocal codes
+            codes = as_codes(w_plus)
+            return token_bank(self.adapter, codes)
+
+        self._handle.set_bank_from(bank)
         self._n_codes = codes.shape[0]
         self._index.clear()
 
