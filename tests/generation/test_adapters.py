@@ -29,3 +29,28 @@ def test_names_not_paths_and_a_missing_default_says_why(tmp_path, monkeypatch):
         resolve_adapter_path(str(outside), settings)  # a path is a name: only its file name is looked for
     with pytest.raises(MissingWeightsError, match="downloads are off in this test"):
         resolve_adapter_path("", settings)
+
+
+def test_saved_identities_are_names_for_the_webui_and_paths_for_the_cli(tmp_path):
+    """The WebUI, its API and the nodes resolve names in the identities folder only; a path is
+    refused with a message that does not say whether it exists. The command line takes paths."""
+    import torch
+
+    from wplus.errors import WPlusError
+    from wplus.generation.options import Source
+    from wplus.generation.request import Request
+    from wplus.generation.resolve import IdentityResolver
+    from wplus.identity.files import Identity, save_identity
+
+    code = torch.randn(18, 512)
+    outside = save_identity(Identity(wplus=code, name="eve"), "eve", folder=tmp_path / "elsewhere")
+    settings = Settings(tmp_path / "models", auto_download=False)
+    request = Request(enabled=True, source=Source.SAVED, identity=str(outside))
+    messages = []
+    for name in (str(outside), str(tmp_path / "no-such.safetensors"), "../elsewhere/eve"):
+        with pytest.raises(WPlusError) as info:
+            IdentityResolver(settings).resolve(Request(enabled=True, source=Source.SAVED, identity=name))
+        messages.append(str(info.value))
+    assert all("not accepted" in m and "not found" not in m for m in messages)  # existing or not: alike
+    resolved = IdentityResolver(settings, allow_paths=True).resolve(request)
+    assert torch.equal(resolved.wplus[0], code) and resolved.info.identity_label == "eve"

@@ -41,7 +41,7 @@ def _args(tiny, *extra):
 
 @pytest.mark.parametrize("extra, message", [
     (["--identity", "x", "--scale", "abc"], "--scale 'abc'"),
-    (["--identity", "x", "--start", "150"], "percentage"),
+    (["--identity", "x", "--start", "150"], "'--start' must be between 0 and 100"),
     (["--identity", "x", "--edit", "smile"], "NAME=STRENGTH"),
     (["--identity", "x", "--edit", "smile=1,2", "--edit", "age=1,2"], "only one --edit"),
     (["--identity", "x", "--face-index", "1"], "--face-index goes with --photo"),

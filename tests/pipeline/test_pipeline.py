@@ -108,8 +108,6 @@ def test_rows_negative_first_and_per_image_codes(pipe, w1):
     assert rows.uncond_first_row_index(4, True, 1) == [1, 1, 0, 0]
     assert rows.uncond_first_row_index(4, True, 2) == [2, 2, 0, 1]
     assert rows.uncond_first_row_index(3, False, 1) == [0, 0, 0]
-    assert rows.paper_start_step(20, 30) == 6 and rows.paper_start_step(100, 50) == 30
-    assert rows.paper_start_step(0, 30) == 0
     w2 = w1.flip(1)
     with attach(pipe, ADAPTER, torch.cat([w1, w2]), start=0) as branch:
         both = _run(pipe, steps=4, num_images=2)
