@@ -1,4 +1,4 @@
-"""The package layout README's Architecture section describes: who may import whom."""
+"""The package layout docs/architecture.md describes (README links it): who may import whom."""
 from __future__ import annotations
 
 import ast
