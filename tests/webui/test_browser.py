@@ -150,8 +150,7 @@ def test_photos_uploaded_in_the_browser_reach_the_script(page, app):
     page.get_by_text(wpanel.MORE_PHOTOS_TITLE, exact=True).click()  # open the accordion
     files = control(page, "more_references")
     files.locator("input[type=file]").set_input_files([str(p) for p in MORE])
-    for p in MORE:
-        files.get_by_text(p.name).first.wait_for()
+    sync_api.expect(files.locator(".file-preview tr")).to_have_count(len(MORE), timeout=TIMEOUT_MS)  # uploaded
     control(page, "enabled").locator("input[type=checkbox]").check()
     values = generate(page, app)
 
