@@ -38,6 +38,13 @@ def clean(env):
     assert hooks_on(env.unet) == 0, "a W+ hook outlived its generation"
 
 
+def test_panel_shows_the_face_pass_group_with_adetailer(env):
+    script = env.script()
+    wanted = script.elem_id("ad_accordion")
+    group = [b for b in env.blocks["txt2img"].blocks.values() if getattr(b, "elem_id", None) == wanted]
+    assert len(group) == 1 and group[0].visible is True
+
+
 def adapter():
     import wplus
 

@@ -155,7 +155,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("identity", "text", "", label="Saved identity", api_key="identity", what="a saved identity's name",
            xyz_label="Identity",
            hint="An identity saved from this panel (models/identities). Also accepts the paper's N.pth W+ files."),
-    Option("face_index", "int", -1, label="Face index", minimum=-1, step=1, api_key="face_index",
+    Option("face_index", "int", -1, label="Face index (-1: the largest face)", minimum=-1, step=1,
+           api_key="face_index",
            infotext_key="Wplus face",
            hint="Which face to use when the photo has several: -1 = the largest, 0 = leftmost, 1 = next to the "
                 "right..."),
@@ -193,7 +194,7 @@ OPTIONS: tuple[Option, ...] = (
            infotext_key="Wplus adapter", xyz_label="Adapter",
            hint="The W+ adapter weights (models folder). The default downloads on first use."),
     # several photos of one person (the API sends them as a "reference" list)
-    Option("more_references", "image", None, label="More photos of the same person",
+    Option("more_references", "image", None, label="Photos to average with the one above",
            hint="More photos of the same person: each is aligned and encoded once, and the identity is the mean "
                 "of their W+ codes (steadier than one photo)."),
     # ADetailer's face pass (see wplus.webui.passes)

@@ -5,6 +5,7 @@ SD1.x, SD2.x and SDXL; fp16 on CUDA, fp32 on the CPU. The scheduler is the paper
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ def load_pipeline(model: str, device: str | torch.device | None = None, dtype: s
     `wplus/assets/model_configs/<arch>.yaml` for the standard SD1/SD2/SDXL shapes)."""
     device = device if isinstance(device, torch.device) else pick_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(device, dtype)
+    quiet_image_processor_fallback()
     kind = model_kind(model)
     path = Path(model).expanduser()
     if kind == "folder":
@@ -54,7 +56,33 @@ def load_pipeline(model: str, device: str | torch.device | None = None, dtype: s
     if scheduler:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(leave=False)
+    return _moved(pipe, device, dtype)
+
+
+def _moved(pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """The pipeline on `device`, cast to `dtype` only when a module is in another one (diffusers warns
+    about modules to keep in float32 on every cast with `to()`, even when there is nothing to cast)."""
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    if all(p.dtype == dtype for m in modules for p in m.parameters()):
+        return pipe.to(device=device)
     return pipe.to(device=device, dtype=dtype)
+
+
+_FALLBACK_NOTICE = "requires torchvision (not installed); falling back to"
+
+
+class _ImageProcessorFallback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _FALLBACK_NOTICE not in record.getMessage()
+
+
+def quiet_image_processor_fallback() -> None:
+    """transformers >= 5 without torchvision notes, once per class, that an image processor falls back
+    to its PIL version. Importing diffusers' pipelines triggers it, but no pipeline here runs an image
+    processor (the safety checker is off): that one note is dropped, every other message stays."""
+    log = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _ImageProcessorFallback) for f in log.filters):
+        log.addFilter(_ImageProcessorFallback())
 
 
 def model_kind(model: str) -> str:
