@@ -31,7 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wplus.assets.atomic import new_folders
-from wplus.assets.checkpoint import open_clip_bpe_path, write_byte_tokenizer, write_clip_tokenizer
+from wplus.assets.checkpoint import diffusers_loading, open_clip_bpe_path, write_byte_tokenizer, write_clip_tokenizer
 from wplus.errors import WPlusError
 
 INFO_FILE = "tiny_model.json"
@@ -170,7 +170,7 @@ def write_tiny_extras(folder: str | Path, seed: int = 0) -> tuple[Path, Path]:
     from wplus.branch.files import save_adapter
     from wplus.identity.files import Identity, save_identity
     folder = Path(folder)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True, **diffusers_loading())
     adapter = save_adapter(WPlusAdapter.from_unet(unet), folder / "wplus_adapter.safetensors")
     w = torch.randn(18, 512, generator=torch.Generator().manual_seed(seed))
     identity = save_identity(Identity(w, name="tiny", source="random"), path=folder / "identity.safetensors")

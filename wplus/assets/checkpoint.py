@@ -171,13 +171,19 @@ def load_base_model(path: str, *, arch: str = "auto", original_config: Optional[
     return model
 
 
+def diffusers_loading() -> dict[str, Any]:
+    """Keyword arguments for diffusers' `from_pretrained`: without `accelerate` installed (a plain
+    `pip install`), low-memory loading is off, said here rather than warned about at every load."""
+    return {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
+
+
 def _load_diffusers_folder(p: Path) -> BaseModel:
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (p / sub).is_dir():
             raise FileNotFoundError(f"{p} is not a diffusers model folder: {sub}/ is missing")
     kw = {"local_files_only": True}
-    unet = UNet2DConditionModel.from_pretrained(p, subfolder="unet", **kw)
-    vae = AutoencoderKL.from_pretrained(p, subfolder="vae", **kw)
+    unet = UNet2DConditionModel.from_pretrained(p, subfolder="unet", **kw, **diffusers_loading())
+    vae = AutoencoderKL.from_pretrained(p, subfolder="vae", **kw, **diffusers_loading())
     encoders = [CLIPTextModel.from_pretrained(p, subfolder="text_encoder", **kw)]
     tokenizers = [CLIPTokenizer.from_pretrained(p, subfolder="tokenizer", **kw)]
     arch = "sd1"

@@ -131,7 +131,7 @@ def _from_folder(path: Path) -> Any:
     sdxl = (path / "text_encoder_2").is_dir()
     kw = {} if sdxl else {"safety_checker": None, "requires_safety_checker": False}
     try:
-        return _pipeline_class(sdxl).from_pretrained(str(path), local_files_only=True, **kw)
+        return _pipeline_class(sdxl).from_pretrained(str(path), local_files_only=True, **kw, **_loading())
     except (OSError, ValueError) as exc:
         raise WPlusError(f"--model {path}: cannot load this diffusers folder: {exc}") from None
 
@@ -170,7 +170,7 @@ def _from_hub(model_id: str, allow_download: bool) -> Any:
     try:
         from diffusers import DiffusionPipeline
 
-        kw: dict[str, Any] = {"local_files_only": offline}
+        kw: dict[str, Any] = {"local_files_only": offline, **_loading()}
         if "xl" not in model_id.lower():
             kw.update(safety_checker=None, requires_safety_checker=False)
         pipe = DiffusionPipeline.from_pretrained(model_id, **kw)
@@ -214,12 +214,18 @@ def _load_vae(vae: str, allow_download: bool) -> Any:
     path = Path(vae).expanduser()
     try:
         if path.is_dir():
-            return AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+            return AutoencoderKL.from_pretrained(str(path), local_files_only=True, **_loading())
         if path.is_file():
             return AutoencoderKL.from_single_file(str(path))
-        return AutoencoderKL.from_pretrained(vae, local_files_only=_hub_offline(allow_download))
+        return AutoencoderKL.from_pretrained(vae, local_files_only=_hub_offline(allow_download), **_loading())
     except Exception as exc:
         raise MissingWeightsError(f"--vae {vae}: cannot load it ({type(exc).__name__}: {exc})") from None
+
+
+def _loading() -> dict[str, Any]:
+    from wplus.assets.checkpoint import diffusers_loading
+
+    return diffusers_loading()
 
 
 def _looks_like_path(model: str) -> bool:
