@@ -103,7 +103,7 @@ def test_malformed_files_are_refused_as_when_loading(tmp_path, case):
 
 def test_the_session_helpers_use_it(tmp_path):
     """The WebUI's adapter cache records the fingerprint, not the file's sha256."""
-    from wplus.webui.session import load_adapter_cached
+    from wplus.generation.adapters import load_adapter_cached
 
     order = list(safetensors_state()[1])
     a = _written(tmp_path / "a.safetensors", order)

@@ -23,10 +23,10 @@ from conftest import OFFICIAL, ROOT
 gr = pytest.importorskip("gradio", reason="needs gradio (the WebUI or Forge test environment)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (dev/requirements-*.txt)")
 
+from wplus.generation.photos import reference_list  # noqa: E402
 from wplus.webui import catalog  # noqa: E402
 from wplus.webui import panel as wpanel  # noqa: E402
 from wplus.webui.options import FIXED_FIELDS, OPTION, PanelArgs, Source, from_values  # noqa: E402
-from wplus.webui.session import reference_list  # noqa: E402
 
 pytestmark = pytest.mark.needs_shared  # the face photos
 

@@ -11,7 +11,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 if int(gr.__version__.split(".")[0]) < 4:
     pytest.skip(f"gradio {gr.__version__} is AUTOMATIC1111's pin; this test needs Forge's gradio 4.40 "
-                "(see README, In Forge)", allow_module_level=True)
+                "(see docs/hosts.md)", allow_module_level=True)
 
 from forge_stub.fixture import installed  # noqa: E402
 
