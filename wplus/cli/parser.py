@@ -24,7 +24,7 @@ def add_models(p: argparse.ArgumentParser) -> None:
     from wplus.assets.registry import MODELS_DIR_RULE
 
     p.add_argument("--models", type=Path, default=None, metavar="DIR",
-                   help=f"models folder (default: {MODELS_DIR_RULE})")
+                   help="models folder (default: " + MODELS_DIR_RULE.replace("%", "%%") + ")")  # argparse formats %
     p.add_argument("--no-download", action="store_true",
                    help="never download; fail with a message naming every missing file and where to put it")
 
