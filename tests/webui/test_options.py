@@ -238,3 +238,13 @@ def test_empty_source_is_reported_before_files():
     with pytest.raises(WPlusError, match="no second reference photo"):
         check_sources(PanelArgs(enabled=True, source=Source.SEED, source2=Source.PHOTO))
     check_sources(PanelArgs(enabled=True, source=Source.SEED, source2=Source.SAVED, identity2="bob"))
+
+
+def test_no_values_at_all_is_off_not_an_error():
+    """A request the WebUI serves while it is still starting hands scripts no values: W+ stays off
+    (found in the real A1111 and Forge); a short list is still an error."""
+    from wplus.webui.options import OptionError, from_values
+
+    assert from_values([], ["smile"]).enabled is False
+    with pytest.raises(OptionError, match="passes"):
+        from_values([True], ["smile"])

@@ -45,6 +45,8 @@ def from_values(values: Sequence[Any], direction_names: Sequence[str],
     """Inverse of `to_values`, every value checked (gradio hands back floats from Number fields,
     None for an empty field: the option's default)."""
     values = list(values)
+    if not values:  # the host had no values for the script yet (a request while the WebUI starts): off
+        return PanelArgs()
     n_fixed = len(FIXED_FIELDS)
     if len(values) < n_fixed:
         raise OptionError(f"W+ Adapter: the panel passes {n_fixed + len(direction_names)} values; got {len(values)}")
