@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from wplus.generation.options import FIXED_FIELDS, OPTION, MixMode, Source, check_edits
+from wplus.generation.options import OPTION, MixMode, Source
 
 
 def _default(name: str) -> Any:
@@ -45,15 +45,6 @@ class Request:
     ad_scale: float = _default("ad_scale")  # λ there (SAME_SCALE: `scale`)
     ad_identities: str = _default("ad_identities")  # one saved identity per face: "alice, bob"
     edits: dict[str, float] = field(default_factory=dict)  # direction name -> strength
-
-    @classmethod
-    def checked(cls, **values: Any) -> "Request":
-        """A request from keyword values, each checked by its option (OptionError names it)."""
-        unknown = set(values) - set(FIXED_FIELDS) - {"edits"}
-        if unknown:
-            raise TypeError(f"Request has no field(s) {sorted(unknown)}")
-        kwargs = {name: OPTION[name].check(v) for name, v in values.items() if name != "edits"}
-        return cls(**kwargs, edits=check_edits(values.get("edits") or {}))
 
     def mix_weights(self) -> float | tuple[float, float, float]:
         """Weight of the second identity: one number, or (coarse, middle, fine)."""
