@@ -17,4 +17,5 @@ quiet "$venv/bin/pip" install -q torch==2.13.0
 quiet "$venv/bin/pip" install -q torch==2.13.0 -r "$reqs"
 # The real `ldm` package (the WebUI's UNet) and the CLIP BPE vocabulary; their declared deps would pull CUDA torch.
 quiet "$venv/bin/pip" install -q --no-deps stable-diffusion-sdkit==2.1.5 "open-clip-torch==$clip"
+if [ "$venv" = .venv ]; then bash dev/chromium.sh; fi  # the browser tests (the WebUI stack only)
 "$venv/bin/python" -c "import torch, numpy, PIL, ldm, dlib, diffusers; $check; print('env ok (${1:-webui}): torch', torch.__version__, 'numpy', numpy.__version__, 'Pillow', PIL.__version__)"

@@ -1,4 +1,4 @@
-"""The package layout README's Architecture section describes: who may import whom."""
+"""The package layout docs/architecture.md describes (README links it): who may import whom."""
 from __future__ import annotations
 
 import ast
@@ -15,22 +15,26 @@ ALLOWED = {  # package -> the other wplus packages it may import (besides COMMON
     "wplus.faces": {"wplus.assets"},
     "wplus.stylegan": {"wplus.assets"},
     "wplus.identity": {"wplus.assets", "wplus.faces", "wplus.stylegan"},
-    "wplus.webui": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity"},
+    "wplus.generation": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity"},
+    "wplus.webui": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity",
+                    "wplus.generation"},
     "wplus.pipeline": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity",
-                       "wplus.webui"},
-    # the ComfyUI nodes: the generation layer and the floors below it, the identity score
-    # (wplus.pipeline.score); never the WebUI's panel/session
+                       "wplus.generation"},
+    # the ComfyUI nodes: the generation layer and the floors below it, and the identity score
+    # (wplus.pipeline.score); never the WebUI room
     "wplus.comfy": {"wplus.assets", "wplus.branch", "wplus.faces", "wplus.stylegan", "wplus.identity",
                     "wplus.generation", "wplus.pipeline"},
-    "wplus.__main__": {"wplus.assets", "wplus.identity", "wplus.stylegan", "wplus.pipeline"},
+    "wplus.cli": {"wplus.assets", "wplus.faces", "wplus.identity", "wplus.stylegan", "wplus.generation",
+                  "wplus.pipeline"},
+    "wplus.__main__": {"wplus.cli"},
     "wplus.convert": {"wplus.branch"},
     "wplus.e4e": {"wplus.stylegan"},
     "wplus.__init__": set(),
 }
 
-# The one use of the trainer from wplus/: `generate --model FILE.safetensors` converts a single-file
-# checkpoint with the trainer's offline loader (installed with the package).
-TRAINER_OK = {"wplus.pipeline": {"trainer.models"}}
+HOSTS = ("modules", "scripts", "trainer", "comfy", "folder_paths", "comfy_extras", "nodes")  # never from wplus/
+COMFYUI = ("comfy", "folder_paths")  # ComfyUI's own modules: only wplus/comfy, inside functions
+MAX_FUNCTION_LINES = 60
 
 
 def _imports(path: Path) -> set[str]:
@@ -54,14 +58,24 @@ def test_wplus_packages_import_only_what_the_architecture_allows():
         me = _package(".".join(rel.parts))
         for module in _imports(path):
             top = module.split(".")[0]
-            if module in TRAINER_OK.get(me, ()):
-                continue
-            if top in ("modules", "scripts", "trainer") or (top == "gradio" and me != "wplus.webui") or (
-                    top in ("comfy", "folder_paths") and me != "wplus.comfy"):
+            if (top in HOSTS and not (me == "wplus.comfy" and top in COMFYUI)) or (
+                    top == "gradio" and me != "wplus.webui"):
                 wrong.append(f"{rel}: {module}")
             elif top == "wplus" and _package(module) not in ALLOWED[me] | COMMON | {me}:
                 wrong.append(f"{rel}: {module}")
     assert not wrong, "imports across the layout: " + ", ".join(wrong)
+
+
+def test_wplus_comfy_meets_comfyui_only_inside_functions_and_reaches_only_the_score_of_the_pipeline():
+    wrong = []
+    for path in sorted((ROOT / "wplus" / "comfy").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top_level = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
+                     if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        wrong += [f"{path.name}: {m} at import time" for m in top_level if m and m.split(".")[0] in COMFYUI]
+        wrong += [f"{path.name}: {m}" for m in _imports(path)
+                  if m.startswith("wplus.pipeline") and m != "wplus.pipeline.score"]
+    assert not wrong, ", ".join(wrong)
 
 
 def test_the_trainer_does_not_import_the_webui_glue():
@@ -70,7 +84,21 @@ def test_the_trainer_does_not_import_the_webui_glue():
     assert not wrong
 
 
-def test_only_wplus_comfy_meets_comfyui_and_never_the_webui_session():
-    """ComfyUI's modules stay in wplus/comfy; wplus/comfy reaches the identity score, not the rest of the pipeline."""
-    comfy = [m for p in sorted((ROOT / "wplus" / "comfy").rglob("*.py")) for m in _imports(p)]
-    assert not [m for m in comfy if m.startswith(("wplus.webui", "wplus.pipeline")) and m != "wplus.pipeline.score"]
+def test_only_the_webui_room_imports_the_webui():
+    wrong = [f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / "wplus").rglob("*.py"))
+             if "webui" not in p.relative_to(ROOT).parts for m in _imports(p) if m.startswith("wplus.webui")]
+    assert not wrong
+
+
+def test_functions_are_short():
+    """No function over MAX_FUNCTION_LINES lines in wplus/, scripts/ and trainer/ (ruff's C901 keeps
+    their complexity at 10 or less)."""
+    long = []
+    for folder in ("wplus", "scripts", "trainer"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, ", ".join(long)

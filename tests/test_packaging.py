@@ -28,10 +28,11 @@ def test_wheel_has_the_packages_configs_and_console_script(tmp_path):
                     str(tmp_path), str(src)], check=True, cwd=tmp_path, capture_output=True)
     (wheel,) = tmp_path.glob("sd_webui_wplus-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("wplus/__main__.py", "wplus/pipeline/cli.py", "wplus/branch/hook.py", "wplus/webui/infotext.py",
-                     "trainer/models.py", "trainer/configs/models/sd1.yaml", "trainer/configs/models/sdxl.yaml",
+    for required in ("wplus/__main__.py", "wplus/cli/generate.py", "wplus/branch/hook.py", "wplus/webui/infotext.py",
+                     "wplus/generation/schedule.py", "wplus/assets/checkpoint.py",
+                     "wplus/assets/model_configs/sd1.yaml", "wplus/assets/model_configs/sdxl.yaml",
                      "trainer/configs/stage1.yaml"):
         assert required in names, required
     assert not any(n.startswith(("tests/", "scripts/", "bench/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "wplus = wplus.__main__:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "wplus = wplus.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

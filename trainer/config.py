@@ -43,7 +43,7 @@ class TrainConfig:
                                          "text_encoder/, tokenizer/, scheduler/) or a single-file WebUI "
                                          "checkpoint (.safetensors/.ckpt).", "model")
     original_config: Optional[str] = _f(None, "For a single-file checkpoint: the original ldm/sgm YAML "
-                                        "(v1-inference.yaml ...). Default: trainer/configs/models/<arch>.yaml.",
+                                        "(v1-inference.yaml ...). Default: wplus/assets/model_configs/<arch>.yaml.",
                                         "model")
     arch: str = _f("auto", "Model family for a single-file checkpoint (auto = detect from its keys).",
                    "model", choices=["auto", "sd1", "sd2", "sdxl"])
@@ -133,12 +133,23 @@ class TrainConfig:
     validation_steps: int = _f(30, "Sampler steps of a validation image.", "log")
     validation_guidance: float = _f(7.5, "Classifier-free guidance of validation images.", "log")
     validation_scale: float = _f(1.0, "λ of validation images.", "log")
+    validation_start: float = _f(0.0, "Percent of the steps before the identity is injected in validation images "
+                                      "(the hosts' start rule; 0 still leaves step 0 to the text).", "log")
     export_official: bool = _f(False, "Also export the official wplus_adapter.bin layout.", "log")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainConfig":
+        """Refuse an unusable configuration with a message naming the option; returns self."""
+        self._check_inputs()
+        self._check_rates()
+        self._check_stage_options()
+        self._check_sizes()
+        return self
+
+    def _check_inputs(self) -> None:
+        """The base model, the manifest and the adapter to start from."""
         if self.pretrained_model is None:
             raise ValueError("--pretrained-model is required (a diffusers folder or a .safetensors/.ckpt)")
         if self.manifest is None:
@@ -152,22 +163,30 @@ class TrainConfig:
             raise ValueError(f"--init {self.init}: no such adapter file")
         if self.stage == 2 and not self.init and not self.resume:
             raise ValueError("Stage II needs --init STAGE1_WEIGHTS (the Stage I adapter)")
+
+    def _check_rates(self) -> None:
+        """The drop and caption probabilities."""
         for name in ("i_drop_rate", "t_drop_rate", "ti_drop_rate", "caption_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.i_drop_rate + self.t_drop_rate + self.ti_drop_rate > 1.0:
             raise ValueError("i_drop_rate + t_drop_rate + ti_drop_rate must not exceed 1")
+
+    def _check_stage_options(self) -> None:
+        """The perturbation mix (Stage II) and the prompt templates (Stage I)."""
         if len(self.perturb_probs) != 5 or min(self.perturb_probs) < 0 or sum(self.perturb_probs) <= 0:
             raise ValueError("perturb_probs needs 5 non-negative weights")
         if self.stage == 1 and not self.templates:
             raise ValueError("--templates needs at least one prompt template")
+
+    def _check_sizes(self) -> None:
+        """The augmentation and mask ranges and the resolution."""
         for name in ("aug_scale", "mask_erode", "mask_blur"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
                 raise ValueError(f"--{name.replace('_', '-')} takes a range: two numbers, low then high")
         if self.resolution % 8:
             raise ValueError("resolution must be a multiple of 8")
-        return self
 
 
 def _fields() -> list[dataclasses.Field]:

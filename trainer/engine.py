@@ -33,10 +33,10 @@ from trainer import data as data_mod
 from trainer import losses
 from trainer.config import TrainConfig, save_config
 from trainer.export import OFFICIAL, OURS, export_adapter
-from trainer.models import BaseModel, load_base_model
 from trainer.perturb import DirectionBank, perturb_wplus
 from trainer.resume import apply_settings, check_resume
 from trainer.validate import render_validation
+from wplus.assets.checkpoint import BaseModel, load_base_model
 from wplus.assets.io import load_pickle
 
 CKPT_DIR = "checkpoints"
@@ -83,49 +83,17 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Trainer":
         cfg = self.cfg.validate()
-        if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-            print("W+ trainer: fp16 needs a GPU; training in fp32 on this machine (--mixed-precision no)")
-            cfg.mixed_precision = "no"
-        self.out = Path(cfg.output_dir)
-        _allow_new_precision(cfg.mixed_precision)
-        self.accelerator = Accelerator(
-            # accelerate >= 1.x sets up data-parallel CPU processes (gloo) only when told it runs on the CPU
-            cpu=not torch.cuda.is_available(),
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            mixed_precision=cfg.mixed_precision,
-            log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
-            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
-        )
+        self._start_accelerator(cfg)
         acc = self.accelerator
-        if acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.json")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.records = data_mod.stage_records(data_mod.read_manifest(cfg.manifest), cfg.stage)  # fail fast
         self.base = load_base_model(cfg.pretrained_model, arch=cfg.arch, original_config=cfg.original_config,
                                     tokenizer=cfg.tokenizer, cache_dir=self.out,
                                     prediction_type=cfg.prediction_type)
-        adapter = wplus.WPlusAdapter.from_unet(self.base.unet).float()
-        if cfg.init:
-            _load_weights(adapter, wplus.load_adapter(cfg.init), cfg.init)
-        if cfg.stage == 2:
-            adapter.proj.requires_grad_(False)
-        dtype = self.weight_dtype
-        for m in [self.base.unet, self.base.vae, *self.base.text_encoders]:
-            m.to(acc.device, dtype=dtype)
-        if self.base.is_sdxl and dtype == torch.float16:
-            self.base.vae.to(dtype=torch.float32)  # the SDXL VAE overflows in fp16
-        adapter.to(acc.device)
-        if cfg.gradient_checkpointing:
-            # diffusers only recomputes in train mode; SD UNets have no dropout, so train mode is harmless
-            self.base.unet.enable_gradient_checkpointing()
-            self.base.unet.train()
-        params = [p for p in adapter.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
-                                          num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.max_steps)
+        adapter = self._new_adapter(cfg)
+        self._place_models(adapter)
+        params = self._make_optimizer(adapter)
         model = TrainModel(self.base.unet, adapter)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         if cfg.stage == 2:
@@ -140,6 +108,57 @@ class Trainer:
                   f"{acc.num_processes} process(es), {cfg.train_batch_size}x{cfg.gradient_accumulation_steps} "
                   f"images per process per step, mixed precision {cfg.mixed_precision}")
         return self
+
+    def _start_accelerator(self, cfg: TrainConfig) -> None:
+        """The accelerator (fp32 where fp16 has no GPU), the output folder and its config.json."""
+        if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+            print("W+ trainer: fp16 needs a GPU; training in fp32 on this machine (--mixed-precision no)")
+            cfg.mixed_precision = "no"
+        self.out = Path(cfg.output_dir)
+        _allow_new_precision(cfg.mixed_precision)
+        self.accelerator = Accelerator(
+            # accelerate >= 1.x sets up data-parallel CPU processes (gloo) only when told it runs on the CPU
+            cpu=not torch.cuda.is_available(),
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            mixed_precision=cfg.mixed_precision,
+            log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
+        )
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.json")
+
+    def _new_adapter(self, cfg: TrainConfig) -> wplus.WPlusAdapter:
+        """The adapter for the base UNet (from --init if given); Stage II freezes its projection."""
+        adapter = wplus.WPlusAdapter.from_unet(self.base.unet).float()
+        if cfg.init:
+            _load_weights(adapter, wplus.load_adapter(cfg.init), cfg.init)
+        if cfg.stage == 2:
+            adapter.proj.requires_grad_(False)
+        return adapter
+
+    def _place_models(self, adapter: wplus.WPlusAdapter) -> None:
+        """Base models to the device in the weight dtype, the adapter in fp32; gradient checkpointing."""
+        dtype, device = self.weight_dtype, self.accelerator.device
+        for m in [self.base.unet, self.base.vae, *self.base.text_encoders]:
+            m.to(device, dtype=dtype)
+        if self.base.is_sdxl and dtype == torch.float16:
+            self.base.vae.to(dtype=torch.float32)  # the SDXL VAE overflows in fp16
+        adapter.to(device)
+        if self.cfg.gradient_checkpointing:
+            # diffusers only recomputes in train mode; SD UNets have no dropout, so train mode is harmless
+            self.base.unet.enable_gradient_checkpointing()
+            self.base.unet.train()
+
+    def _make_optimizer(self, adapter: wplus.WPlusAdapter) -> list:
+        """AdamW and the LR schedule over the adapter's trainable parameters (returned)."""
+        cfg = self.cfg
+        params = [p for p in adapter.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
+                                          num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.max_steps)
+        return params
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -193,45 +212,13 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> "Trainer":
         cfg, acc = self.cfg, self.accelerator
-        records = self.records
-        accum = cfg.gradient_accumulation_steps
-        start = 0 if cfg.overfit_batch else self.step * accum
-        loader = data_mod.make_loader(cfg, records, acc.num_processes, acc.process_index, start)
+        start = 0 if cfg.overfit_batch else self.step * cfg.gradient_accumulation_steps
+        loader = data_mod.make_loader(cfg, self.records, acc.num_processes, acc.process_index, start)
         progress = _progress(cfg, acc, self.step)
         stop = _StopFlag()
-        micro = self.step * accum
-        last_ckpt = self.step
-        batches, batch = iter(loader), None
-        t0, images = time.perf_counter(), 0
+        batches = iter(loader)
         try:
-            while self.step < cfg.max_steps and not stop.seen(acc):
-                if not cfg.overfit_batch or batch is None:
-                    batch = next(batches)
-                seed_micro = 0 if cfg.overfit_batch else micro
-                with acc.accumulate(self.model):
-                    with acc.autocast():
-                        parts = self.compute_losses(batch, seed_micro)
-                    acc.backward(parts["loss"])
-                    if acc.sync_gradients and cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                            cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                micro += 1
-                images += len(batch["text"]) * acc.num_processes
-                if not acc.sync_gradients:
-                    continue
-                self.lr_scheduler.step()
-                self.step += 1
-                logs = self._log(parts, progress, images / max(time.perf_counter() - t0, 1e-9))
-                if not math.isfinite(logs["loss"]):
-                    raise FloatingPointError(f"loss became {logs['loss']} at step {self.step}; lower the "
-                                             "learning rate or use bf16 instead of fp16")
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                    last_ckpt = self.step
-                if cfg.validation_every and self.step % cfg.validation_every == 0:
-                    self.validate()
+            last_ckpt = self._run_steps(batches, progress, stop)
         except FloatingPointError:
             progress.close()
             stop.restore()
@@ -243,6 +230,62 @@ class Trainer:
             raise
         progress.close()
         stop.restore()
+        return self._finish_run(stop, last_ckpt)
+
+    def _run_steps(self, batches: Any, progress: Any, stop: _StopFlag) -> int:
+        """Optimizer steps until max_steps or SIGTERM; returns the step of the last checkpoint."""
+        cfg, acc = self.cfg, self.accelerator
+        micro = self.step * cfg.gradient_accumulation_steps
+        last_ckpt = self.step
+        batch = None
+        t0, images = time.perf_counter(), 0
+        while self.step < cfg.max_steps and not stop.seen(acc):
+            if not cfg.overfit_batch or batch is None:
+                batch = next(batches)
+            parts = self._micro_step(batch, 0 if cfg.overfit_batch else micro)
+            micro += 1
+            images += len(batch["text"]) * acc.num_processes
+            if not acc.sync_gradients:
+                continue
+            if self._end_step(parts, progress, images / max(time.perf_counter() - t0, 1e-9)):
+                last_ckpt = self.step
+        return last_ckpt
+
+    def _micro_step(self, batch: dict, seed_micro: int) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch (the optimizer steps when gradients sync)."""
+        cfg, acc = self.cfg, self.accelerator
+        with acc.accumulate(self.model):
+            with acc.autocast():
+                parts = self.compute_losses(batch, seed_micro)
+            acc.backward(parts["loss"])
+            if acc.sync_gradients and cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                    cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return parts
+
+    def _end_step(self, parts: dict, progress: Any, ips: float) -> bool:
+        """After an optimizer step: schedule, log, refuse a diverged loss, then the periodic
+        checkpoint and validation. True when it saved a checkpoint."""
+        cfg = self.cfg
+        self.lr_scheduler.step()
+        self.step += 1
+        logs = self._log(parts, progress, ips)
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"loss became {logs['loss']} at step {self.step}; lower the "
+                                     "learning rate or use bf16 instead of fp16")
+        saved = False
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+            saved = True
+        if cfg.validation_every and self.step % cfg.validation_every == 0:
+            self.validate()
+        return saved
+
+    def _finish_run(self, stop: _StopFlag, last_ckpt: int) -> "Trainer":
+        """The final checkpoint, then the exported adapter (not when pre-empted by SIGTERM)."""
+        cfg, acc = self.cfg, self.accelerator
         if self.step != last_ckpt or not self._checkpoints():
             self.save_checkpoint()
         if stop.raised:  # pre-empted: keep the checkpoint, do not pass an unfinished adapter off as the result

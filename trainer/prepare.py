@@ -134,10 +134,33 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
 
     check_inputs(faces, wild, wplus_dir)
     out = Path(out)
-    manifest_path = out / "manifest.jsonl"
-    known = _load_manifest(manifest_path)
+    known = _load_manifest(out / "manifest.jsonl")
     wplus_dir = Path(wplus_dir) if wplus_dir else None
     report = Report()
+    todo = _todo(faces, wild, known, report)
+    if todo and encoder is None and wplus_dir is None:
+        raise ValueError("no W+ source: give --e4e e4e_ffhq_encode.pt (encodes each face) or --wplus-dir DIR "
+                         "(precomputed W+ files named like the photos, e.g. 00017.pth)")
+    for sub in ("aligned", "masks", "wplus", "wild_masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    detect = functools.partial(_detect, backend=backend, size=size, require_single=require_single,
+                               wplus_dir=None if encoder is not None else wplus_dir)
+    finish = functools.partial(_finish, out=out, encoder=encoder, wplus_dir=wplus_dir,
+                               image_to_batch=image_to_batch)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and len(todo) > 1 else None
+    results = pool.imap(detect, todo, chunksize=4) if pool else map(detect, todo)
+    try:
+        _write_samples(todo, results, out, finish, report, log)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    release_models()  # face networks were kept loaded across photos
+    return report
+
+
+def _todo(faces: Optional[str | Path], wild: Optional[str | Path], known: dict[str, dict],
+          report: Report) -> list[tuple[str, Path]]:
+    """The (kind, photo) pairs still to prepare; those already in the manifest count as reused."""
     jobs: list[tuple[str, Path]] = []
     for kind, folder in (("face", faces), ("wild", wild)):
         if folder is not None:
@@ -148,41 +171,41 @@ def prepare(out: str | Path, faces: Optional[str | Path] = None, wild: Optional[
             report.reused += 1
         else:
             todo.append((kind, image))
-    if todo and encoder is None and wplus_dir is None:
-        raise ValueError("no W+ source: give --e4e e4e_ffhq_encode.pt (encodes each face) or --wplus-dir DIR "
-                         "(precomputed W+ files named like the photos, e.g. 00017.pth)")
-    for sub in ("aligned", "masks", "wplus", "wild_masks"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    detect = functools.partial(_detect, backend=backend, size=size, require_single=require_single,
-                               wplus_dir=None if encoder is not None else wplus_dir)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and len(todo) > 1 else None
-    results = pool.imap(detect, todo, chunksize=4) if pool else map(detect, todo)
+    return todo
+
+
+def _write_samples(todo: list[tuple[str, Path]], results: Iterable, out: Path, finish: Callable[..., dict],
+                   report: Report, log: Callable[[str], None]) -> None:
+    """Append each prepared photo's record to the manifest; each skipped one (and why) to skipped.jsonl."""
+    with open(out / "manifest.jsonl", "a") as manifest, open(out / "skipped.jsonl", "w") as skipped:
+        for n, ((kind, image), (prep, error)) in enumerate(zip(todo, results), 1):
+            sid = f"{kind}-{image.stem}"
+            if error is None:
+                rec, error = _finish_safely(finish, kind, image, sid, prep)
+            if error is not None:
+                entry = _skip_entry(image, error)
+                report.skipped.append(entry)
+                skipped.write(json.dumps(entry) + "\n")
+                log(f"[{n}/{len(todo)}] skip {image.name}: {entry['reason']}")
+                continue
+            manifest.write(json.dumps(rec) + "\n")
+            manifest.flush()
+            report.done += 1
+            log(f"[{n}/{len(todo)}] {image.name} -> {sid}")
+
+
+def _finish_safely(finish: Callable[..., dict], kind: str, image: Path, sid: str,
+                   prep) -> tuple[Optional[dict], Optional[tuple[str, str]]]:
+    """(record, None), or (None, (error type, message)) when the photo cannot be finished."""
     try:
-        with open(manifest_path, "a") as manifest, open(out / "skipped.jsonl", "w") as skipped:
-            for n, ((kind, image), (prep, error)) in enumerate(zip(todo, results), 1):
-                sid = f"{kind}-{image.stem}"
-                if error is None:
-                    try:
-                        rec = _finish(kind, image, sid, out, prep, encoder, wplus_dir, image_to_batch)
-                    except (WPlusError, OSError, ValueError) as exc:
-                        error = (type(exc).__name__, str(exc))
-                if error is not None:
-                    cause = _CAUSES.get(error[0], error[0])
-                    error = f"{error[0]}: {error[1]}"
-                    entry = {"image": str(image), "reason": error, "cause": cause}
-                    report.skipped.append(entry)
-                    skipped.write(json.dumps(entry) + "\n")
-                    log(f"[{n}/{len(todo)}] skip {image.name}: {error}")
-                    continue
-                manifest.write(json.dumps(rec) + "\n")
-                manifest.flush()
-                report.done += 1
-                log(f"[{n}/{len(todo)}] {image.name} -> {sid}")
-    finally:
-        if pool is not None:
-            pool.terminate()
-    release_models()  # face networks were kept loaded across photos
-    return report
+        return finish(kind, image, sid, prep=prep), None
+    except (WPlusError, OSError, ValueError) as exc:
+        return None, (type(exc).__name__, str(exc))
+
+
+def _skip_entry(image: Path, error: tuple[str, str]) -> dict:
+    """The skipped.jsonl record of a photo: its reason and the cause the report counts."""
+    return {"image": str(image), "reason": f"{error[0]}: {error[1]}", "cause": _CAUSES.get(error[0], error[0])}
 
 
 def _detect(job: tuple[str, Path], backend: str, size: int, require_single: bool, wplus_dir: Optional[Path]):

@@ -1,7 +1,8 @@
 """Validation images at fixed prompts, seeds and identities (DDIM + classifier-free guidance).
 
 Rows are [conditional, unconditional], the unconditional row with the empty prompt and the
-all-zero W+, exactly as the WebUI extension samples. Written to OUT/samples/step-N.png and
+all-zero W+, exactly as the WebUI extension samples, and λ follows the hosts' one schedule
+(`wplus.generation.schedule`, with the config's `validation_start`). Written to OUT/samples/step-N.png and
 TensorBoard.
 """
 from __future__ import annotations
@@ -15,6 +16,9 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 from trainer import data as data_mod
+from wplus.branch import rows
+from wplus.generation.schedule import Schedule, token_bank
+from wplus.geometry import WPLUS_SHAPE
 from wplus.stylegan.pixels import to_pil
 
 
@@ -27,7 +31,7 @@ def validation_identities(cfg) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def sample(base, model, w: torch.Tensor, prompt: str, seed: int, steps: int, guidance: float,
-           scale: float, size: int) -> Image.Image:
+           scale: float, size: int, start: float = 0.0) -> Image.Image:
     sched = DDIMScheduler.from_config(base.scheduler.config)
     sched.set_timesteps(steps)
     unet, vae = base.unet, base.vae
@@ -36,11 +40,11 @@ def sample(base, model, w: torch.Tensor, prompt: str, seed: int, steps: int, gui
     x = torch.randn(1, unet.config.in_channels, size // factor, size // factor, generator=g)
     x = (x * sched.init_noise_sigma).to(unet.device, unet.dtype)
     context, added = base.encode_prompt([prompt, ""], size)
-    adapter = model.adapter
-    w2 = torch.stack([w, torch.zeros_like(w)]).to(adapter.proj.norm.weight)
-    model.handle.tokens = adapter.project(w2)
-    model.handle.scale = scale
-    for t in sched.timesteps:
+    bank = token_bank(model.adapter, w.reshape(1, *WPLUS_SHAPE))
+    model.handle.tokens = bank[list(rows.cfg_row_index(2, 1))]  # [identity, zero-W+]
+    schedule = Schedule(scale, start)
+    for i, t in enumerate(sched.timesteps):
+        model.handle.scale = schedule.scale_at(i, steps)
         inp = sched.scale_model_input(torch.cat([x, x]), t)
         pred = unet(inp, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
         cond, uncond = pred.chunk(2)
@@ -66,7 +70,8 @@ def render_validation(trainer: Any, model: Any) -> Path:
             for prompt in cfg.validation_prompts:
                 for seed in cfg.validation_seeds:
                     images.append(sample(base, model, w, prompt, int(seed), cfg.validation_steps,
-                                         cfg.validation_guidance, cfg.validation_scale, cfg.resolution))
+                                         cfg.validation_guidance, cfg.validation_scale, cfg.resolution,
+                                         cfg.validation_start))
     sheet = grid(images, cols=max(1, len(cfg.validation_prompts) * len(cfg.validation_seeds)))
     path = trainer.out / "samples" / f"step-{trainer.step:07d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,9 @@ import wplus
 from helpers.unet_fixtures import diffusers_unet, hook_count, identity_tokens, ldm_unet
 from wplus.errors import IncompatibleModelError, WPlusError
 
+# torch, the `ldm` UNet and wplus.branch only: the same in every test environment (dev/test.sh runs them once)
+STACK_INDEPENDENT = pytest.mark.stack_independent
+
 
 @pytest.fixture(scope="module")
 def ref(shared_dir):
@@ -20,6 +23,7 @@ def adapter(ref):
     return wplus.load_adapter(ref.adapter_path)
 
 
+@STACK_INDEPENDENT
 @torch.no_grad()
 def test_scale_zero_and_removed_are_bit_identical(ref, adapter):
     plain = ref.run(ref.context)
@@ -35,6 +39,7 @@ def test_scale_zero_and_removed_are_bit_identical(ref, adapter):
     assert hook_count(ref.unet) == 0
 
 
+@STACK_INDEPENDENT
 @torch.no_grad()
 def test_attach_cycles_and_double_attach_leave_no_hooks(ref, adapter):
     tokens = identity_tokens(adapter, ref.io)
@@ -52,6 +57,7 @@ def test_attach_cycles_and_double_attach_leave_no_hooks(ref, adapter):
     assert not wplus.detach_all(ref.unet)
 
 
+@STACK_INDEPENDENT
 @torch.no_grad()
 def test_exception_inside_unet_leaves_no_hooks(ref, adapter):
     with pytest.raises(RuntimeError):
@@ -61,6 +67,7 @@ def test_exception_inside_unet_leaves_no_hooks(ref, adapter):
     assert hook_count(ref.unet) == 0
 
 
+@STACK_INDEPENDENT
 @torch.no_grad()
 def test_stale_attachment_is_removed_by_detach_all(ref, adapter):
     plain = ref.run(ref.context)
@@ -69,6 +76,7 @@ def test_stale_attachment_is_removed_by_detach_all(ref, adapter):
     assert torch.equal(ref.run(ref.context), plain) and hook_count(ref.unet) == 0
 
 
+@STACK_INDEPENDENT
 @torch.no_grad()
 def test_rows_get_their_own_tokens_and_chunks_line_up(ref, adapter):
     """Chunked UNet calls (WebUI with batch_cond_uncond off) equal one full-batch call."""
@@ -91,6 +99,7 @@ def test_rows_get_their_own_tokens_and_chunks_line_up(ref, adapter):
         assert (swapped[3:] - full[3:]).abs().max() > 1e-3
 
 
+@STACK_INDEPENDENT
 @torch.no_grad()
 def test_broadcast_and_wrong_row_count(ref, adapter):
     io = ref.io
@@ -108,6 +117,7 @@ def test_broadcast_and_wrong_row_count(ref, adapter):
             handle.tokens = torch.zeros(2, 4, 7)
 
 
+@STACK_INDEPENDENT
 def test_identity_keys_values_computed_once_per_generation(ref, adapter):
     calls = []
     hooks = [layer.to_k_wplus.register_forward_hook(lambda *a: calls.append(1)) for layer in adapter.layers]
@@ -121,6 +131,7 @@ def test_identity_keys_values_computed_once_per_generation(ref, adapter):
     assert len(calls) == len(adapter.layers)
 
 
+@STACK_INDEPENDENT
 @torch.no_grad()
 def test_sdp_patched_attention_gives_the_same_result(ref, adapter, monkeypatch):
     """The WebUI replaces CrossAttention.forward (SDP, xformers, ...); the branch must not care."""

@@ -18,7 +18,12 @@ BUILDERS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(BUILDERS))
+# the ldm-built UNets need torch and ldm only, pinned alike in every test environment: run once (dev/test.sh)
+ONCE = {"sd15-ldm", "sdxl-sgm-shaped"}
+
+
+@pytest.fixture(scope="module", params=[pytest.param(k, marks=[pytest.mark.stack_independent] if k in ONCE else [])
+                                        for k in BUILDERS])
 def ref(request):
     return BUILDERS[request.param]()
 

@@ -16,7 +16,7 @@ from conftest import (
     ROOT,  # noqa: E402
 )
 from helpers.tiny_e4e import TinyE4E
-from wplus.__main__ import main
+from wplus.cli import main
 from wplus.identity.files import load_identity
 from wplus.stylegan.directions import DirectionLibrary, apply_edits
 
@@ -170,7 +170,7 @@ def test_download_check_exit_status(tmp_path, capsys):
 def test_invert_checks_the_photo_before_the_e4e_file(photo, tmp_path):
     """A typo in the photo path must not send the user to download a gigabyte (no e4e here)."""
     out = run_cli("invert", str(tmp_path / "phtoo.jpg"), "--models", str(tmp_path), "--no-download")
-    assert out.returncode == 2 and "No image file at" in out.stderr and "phtoo.jpg" in out.stderr
+    assert out.returncode == 2 and "no such file" in out.stderr and "phtoo.jpg" in out.stderr
     assert "e4e_ffhq_encode.pt" not in out.stderr and "Traceback" not in out.stderr
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"\xff\xd8\xff\xe0 truncated")
@@ -208,9 +208,10 @@ def test_convert_help_lists_only_accepted_options(tmp_path):
 
 def test_cli_and_webui_name_the_e4e_file_alike(photo, tmp_path):
     """The same photo encoded from the CLI and from the WebUI panel hits the same identity-cache entry."""
-    from wplus.__main__ import _checkpoint_loader, build_parser
+    from wplus.cli import build_parser
+    from wplus.cli.invert import _checkpoint_loader
+    from wplus.generation.resolve import IdentityResolver
     from wplus.identity.cache import cache_key
-    from wplus.webui.session import IdentityResolver
     from wplus.webui.settings import ExtensionSettings
 
     models = tmp_path / "models"

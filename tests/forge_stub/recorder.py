@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 import wplus
-from wplus.branch.rows import branch_on
+from wplus.generation.schedule import branch_on, token_bank
 
 
 @dataclass
@@ -49,12 +49,13 @@ class Recorder:
 
 def expected_output(unet, adapter, w_id: torch.Tensor, call: Call, scale: float,
                     start: float) -> tuple[torch.Tensor, bool]:
-    """(what the UNet should return for `call`, whether the branch was on)."""
-    on = scale != 0 and (call.hires or branch_on(call.step, call.total, start))
+    """(what the UNet should return for `call`, whether the branch was on); `start` in percent,
+    None for a pass on from its first step (ADetailer's face pass)."""
+    on = scale != 0 and (call.hires or start is None or branch_on(call.step, call.total, start))
     with torch.no_grad():
         if not on:
             return unet(call.x, call.t, context=call.ctx), False
-        tok = adapter.project(torch.cat([w_id, torch.zeros_like(w_id)]).to(adapter.proj.norm.weight))
+        tok = token_bank(adapter, w_id)
         per_chunk = call.x.shape[0] // len(call.cond_or_uncond)
         marks = [mark for mark in call.cond_or_uncond for _ in range(per_chunk)]
         tokens = torch.stack([tok[0] if mark == 0 else tok[1] for mark in marks])

@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import OFFICIAL
 from helpers.tiny_e4e import TinyE4E
-from wplus.__main__ import main
+from wplus.cli import main
 
 pytestmark = pytest.mark.needs_shared  # the fixture adapter/UNet, the paper's photos and directions
 PHOTO = OFFICIAL / "test_data" / "e4e" / "1.png"
@@ -41,7 +41,7 @@ def _args(tiny, *extra):
 
 @pytest.mark.parametrize("extra, message", [
     (["--identity", "x", "--scale", "abc"], "--scale 'abc'"),
-    (["--identity", "x", "--start", "150"], "percentage"),
+    (["--identity", "x", "--start", "150"], "'--start' must be between 0 and 100"),
     (["--identity", "x", "--edit", "smile"], "NAME=STRENGTH"),
     (["--identity", "x", "--edit", "smile=1,2", "--edit", "age=1,2"], "only one --edit"),
     (["--identity", "x", "--face-index", "1"], "--face-index goes with --photo"),
@@ -114,7 +114,7 @@ def test_photo_seed_and_mix_with_score(tiny, tmp_path, capsys):
     assert "W+ of" in text and "encoded" in text and text.count("no face found") == 2  # a tiny model draws no face
     info = Image.open(out).info["parameters"]
     assert "Wplus identity: photo" in info and "Wplus mix: seed 3@0.2/0.5/0.8" in info
-    assert "Wplus score: no face no face" in info
+    assert "Wplus score: no face; no face" in info  # one score per cell, split on "; "
     out2 = tmp_path / "seed.png"
     assert main(_args(tiny, "--random-identity", "7", "-o", str(out2)), e4e_loader=lambda: model) == 0
     assert "Wplus identity: seed 7" in Image.open(out2).info["parameters"]

@@ -62,19 +62,20 @@ def test_defaults_are_the_papers_demo(pipe):
 
 
 def test_pixel_identical_to_the_papers_loop_and_off_steps(pipe, w1):
-    """Our hooks + diffusers' own loop == the paper's processors + its loop (fp32, 30 Euler steps)."""
+    """Our hooks + diffusers' own loop == the paper's processors + its loop (fp32, Euler; 10 steps: the
+    parity holds step by step, and 10 keep the delayed start's off steps and the CI time small)."""
     from helpers.paper_pipeline import PaperPipeline
     from wplus.assets.io import load_pickle
     from wplus.pipeline import attach
 
     with attach(pipe, ADAPTER, w1, scale=1.0, start=20) as branch:
-        ours = _run(pipe)[0]
-    assert [s for _, s in branch.trace] == [0.0] * 7 + [1.0] * 23  # off at i <= int(0.2 * 30) = 6
-    plain = _run(pipe)[0]
+        ours = _run(pipe, steps=10)[0]
+    assert [s for _, s in branch.trace] == [0.0] * 3 + [1.0] * 7  # off at i <= int(0.2 * 10) = 2
+    plain = _run(pipe, steps=10)[0]
     paper = PaperPipeline(pipe, load_pickle(ADAPTER))
     try:
         theirs = paper.generate(PROMPT, "monochrome, lowres, bad anatomy, worst quality, low quality", w1,
-                                scale=1.0, seed=23)
+                                scale=1.0, seed=23, steps=10)
     finally:
         paper.restore()
     assert np.array_equal(_pixels(ours), _pixels(theirs))
@@ -108,8 +109,6 @@ def test_rows_negative_first_and_per_image_codes(pipe, w1):
     assert rows.uncond_first_row_index(4, True, 1) == [1, 1, 0, 0]
     assert rows.uncond_first_row_index(4, True, 2) == [2, 2, 0, 1]
     assert rows.uncond_first_row_index(3, False, 1) == [0, 0, 0]
-    assert rows.paper_start_step(20, 30) == 6 and rows.paper_start_step(100, 50) == 30
-    assert rows.paper_start_step(0, 30) == 0
     w2 = w1.flip(1)
     with attach(pipe, ADAPTER, torch.cat([w1, w2]), start=0) as branch:
         both = _run(pipe, steps=4, num_images=2)

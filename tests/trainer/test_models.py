@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from conftest import FIXTURES, OFFICIAL
-from trainer.models import detect_arch, load_base_model
+from wplus.assets.checkpoint import detect_arch, load_base_model
 
 E4E = OFFICIAL / "test_data" / "e4e"
 DD = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
@@ -100,7 +100,7 @@ def _tiny_sdxl(folder):
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from trainer.models import write_clip_tokenizer
+    from wplus.assets.checkpoint import write_clip_tokenizer
     torch.manual_seed(0)
     cfg = json.loads((FIXTURES / "reference_sdxl" / "config.json").read_text())["diffusers_unet"]
     cfg.update(addition_embed_type="text_time", addition_time_embed_dim=8,
@@ -152,7 +152,7 @@ def test_sd2_open_clip_text_tower_converts(tmp_path):
     """SD2 checkpoints hold an OpenCLIP text tower (fused in_proj, c_fc/c_proj, positional_embedding)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from trainer.models import _open_clip_text
+    from wplus.assets.checkpoint import _open_clip_text
     torch.manual_seed(0)
     hf = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=1, max_position_embeddings=77, hidden_act="gelu")).eval()

@@ -73,7 +73,7 @@ def test_train_py_reports_missing_manifest_cleanly():
 def test_clip_tokenizer_built_offline_from_open_clip_vocab(tmp_path):
     from transformers import CLIPTokenizer
 
-    from trainer.models import open_clip_bpe_path, write_clip_tokenizer
+    from wplus.assets.checkpoint import open_clip_bpe_path, write_clip_tokenizer
     if open_clip_bpe_path() is None:
         pytest.skip("open_clip's BPE vocabulary is not installed")
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path / "tok"), local_files_only=True)
@@ -327,7 +327,7 @@ def test_worker_processes_give_the_same_batches(tmp_path):
 def test_unsafe_ckpt_pickles_are_refused_with_advice(tmp_path):
     import pickle
 
-    from trainer.models import read_checkpoint
+    from wplus.assets.checkpoint import read_checkpoint
     path = tmp_path / "model.ckpt"
     with open(path, "wb") as f:
         pickle.dump({"state_dict": {}, "callbacks": random.Random()}, f, protocol=2)

@@ -38,6 +38,13 @@ def clean(env):
     assert hooks_on(env.unet) == 0, "a W+ hook outlived its generation"
 
 
+def test_panel_shows_the_face_pass_group_with_adetailer(env):
+    script = env.script()
+    wanted = script.elem_id("ad_accordion")
+    group = [b for b in env.blocks["txt2img"].blocks.values() if getattr(b, "elem_id", None) == wanted]
+    assert len(group) == 1 and group[0].visible is True
+
+
 def adapter():
     import wplus
 
@@ -85,7 +92,7 @@ def test_batch_count_2_keeps_the_branch_on_every_image(env):
     assert {c.p for c in calls} == {p}
     assert len(calls) == 8  # 4 steps per image, cond and uncond rows in one call
     per_image = [calls[:4], calls[4:]]
-    assert [assert_calls(image, identity_code(1), 1.0, 0.2) for image in per_image] == [3, 3]
+    assert [assert_calls(image, identity_code(1), 1.0, 20.0) for image in per_image] == [3, 3]
     plain, _, _ = generate(env, dict(enabled=False), faces=0, n_iter=2)
     for with_wplus, without in zip(res.images, plain.images):
         assert (with_wplus - without).abs().max() > 1e-4, "an image was generated without the branch"
@@ -98,14 +105,14 @@ def test_face_pass_own_lambda_and_one_identity_per_face(env, clean):
     assert not p.comments, p.comments
     assert len(clean.passes) == 6  # 2 images x 3 faces
     outer = [c for c in calls if c.p is p]
-    assert assert_calls(outer, identity_code(1), 1.0, 0.2) == 3
+    assert assert_calls(outer, identity_code(1), 1.0, 20.0) == 3
     for image, face, inner in clean.passes:
         inner_calls = [c for c in calls if c.p is inner]
         assert inner_calls and all(c.n_rows == 2 for c in inner_calls)
         if face < 2:  # person2, person1 in ADetailer's order, from the pass's first step, λ 0.5
-            assert assert_calls(inner_calls, identity_code(2 if face == 0 else 1), 0.5, 0.0) == len(inner_calls)
+            assert assert_calls(inner_calls, identity_code(2 if face == 0 else 1), 0.5, None) == len(inner_calls)
         else:  # a face beyond the list: no W+
-            assert assert_calls(inner_calls, identity_code(1), 0.0, 0.0) == 0
+            assert assert_calls(inner_calls, identity_code(1), 0.0, None) == 0
         assert inner._wplus_face_pass == ("person2", "person1", "skip")[face]
         assert inner.seed == p.all_seeds[image] + face
     for text in res.infotexts:
@@ -115,7 +122,7 @@ def test_face_pass_own_lambda_and_one_identity_per_face(env, clean):
 def test_face_pass_default_is_the_panels_identity_and_lambda(env, clean):
     res, p, calls = generate(env, dict(PERSON1, scale=0.8, edits={}), faces=2)
     for _, _, inner in clean.passes:
-        assert assert_calls([c for c in calls if c.p is inner], identity_code(1), 0.8, 0.0) > 0
+        assert assert_calls([c for c in calls if c.p is inner], identity_code(1), 0.8, None) > 0
     assert "Wplus ADetailer lambda: 0.8" in res.infotexts[0] and "Wplus face identities" not in res.infotexts[0]
 
 
@@ -125,7 +132,7 @@ def test_face_pass_off_and_script_eligibility(env, clean):
     res, p, calls = generate(env, dict(PERSON1, ad_enabled=False), faces=1)
     (_, _, inner), = clean.passes
     assert "wplus_script" not in {s.filename.rsplit("/", 1)[-1][:-3] for s in inner.scripts.alwayson_scripts}
-    assert assert_calls([c for c in calls if c.p is inner], identity_code(1), 0.0, 0.0) == 0
+    assert assert_calls([c for c in calls if c.p is inner], identity_code(1), 0.0, None) == 0
     assert "Wplus ADetailer: off" in res.infotexts[0] and not p.comments
     clean.passes.clear()
     generate(env, dict(PERSON1), faces=1)  # on: our stem is in the filter's list for this generation only
@@ -153,7 +160,7 @@ def test_face_pass_without_our_script_says_so(env, clean, monkeypatch):
     monkeypatch.setattr(clean, "script_filter", staticmethod(drop_wplus))
     res, p, calls = generate(env, dict(PERSON1), faces=1)
     (_, _, inner), = clean.passes
-    assert assert_calls([c for c in calls if c.p is inner], identity_code(1), 0.0, 0.0) == 0
+    assert assert_calls([c for c in calls if c.p is inner], identity_code(1), 0.0, None) == 0
     assert any("ADetailer's face pass ran without W+" in c for c in p.comments), p.comments
 
 
@@ -164,5 +171,5 @@ def test_unknown_face_identity_is_reported(env, clean):
 
 def test_disabled_with_adetailer_is_the_plain_model(env, clean):
     res, p, calls = generate(env, dict(enabled=False), faces=2, n_iter=2)
-    assert calls and assert_calls(calls, identity_code(1), 0.0, 0.0) == 0
+    assert calls and assert_calls(calls, identity_code(1), 0.0, None) == 0
     assert not any(k.startswith("Wplus") for k in p.extra_generation_params)

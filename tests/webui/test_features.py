@@ -37,12 +37,13 @@ def env(tmp_path_factory, shared_dir):
     root = tmp_path_factory.mktemp("wplus_webui_features")
     with installed(root / "webui"):
         web = WebUI(make_models_dir(root / "models", directions=True))
-        from wplus.webui.session import IdentityResolver
+        from wplus.generation.resolve import IdentityResolver
 
         tiny = SeededTinyE4E()
         mod = web.script_module
-        mod.RESOLVER_FACTORY = lambda settings: IdentityResolver(settings, e4e_loader=lambda: tiny, encoder_tag="tiny")
-        mod._resolvers.clear()
+        mod.EXTENSION.resolver_factory = lambda settings: IdentityResolver(settings, e4e_loader=lambda: tiny,
+                                                                           encoder_tag="tiny")
+        mod.EXTENSION.resolvers.clear()
         yield web
 
 
@@ -83,8 +84,8 @@ def expected_code(edits=None, mix=None):
 def test_infotext_round_trip_restores_the_panel(env):
     from modules import infotext_utils
 
+    from wplus.generation.record import code_hash
     from wplus.webui.options import PanelArgs, from_values
-    from wplus.webui.session import code_hash
 
     request = PanelArgs(**PERSON1, scale=0.75, start=30.0, edits={"smile": 1.5, "latent/age": -1.0},
                         source2="Saved identity", identity2="person2", mix_mode="Per layer group",
@@ -125,7 +126,7 @@ def test_infotext_round_trip_restores_the_panel(env):
 
 
 def test_xyz_axes_are_registered_and_apply_their_values(env):
-    from wplus.webui.session import code_hash
+    from wplus.generation.record import code_hash
 
     xyz = env.module("xyz_grid.py")
     labels = [o.label for o in xyz.axis_options]
@@ -251,22 +252,22 @@ def test_seed_identity_and_mix_in_panel(env):
 
 
 def test_preview_and_save_identity(env):
+    from wplus.generation.record import code_hash
     from wplus.webui import catalog
     from wplus.webui.options import PanelArgs
-    from wplus.webui.session import code_hash
 
     mod = env.script_module
-    aligned, rendering, status = mod._preview(PanelArgs(**PERSON1, edits={"smile": 2.0}))
+    aligned, rendering, status = mod.EXTENSION.preview(PanelArgs(**PERSON1, edits={"smile": 2.0}))
     assert isinstance(rendering, Image.Image) and rendering.size == (1024, 1024)
     assert code_hash(expected_code({"smile": 2.0})) in status
-    assert "type a name" in mod._save_identity(PanelArgs(**PERSON1), "  ")
-    msg = mod._save_identity(PanelArgs(**PERSON1, edits={"smile": 2.0}), "smiling person")
+    assert "type a name" in mod.EXTENSION.save_identity(PanelArgs(**PERSON1), "  ")
+    msg = mod.EXTENSION.save_identity(PanelArgs(**PERSON1, edits={"smile": 2.0}), "smiling person")
     assert "Saved identity" in msg
     names = catalog.list_identities(mod.current_settings().models_dir)
     saved = next(n for n in names if "smiling" in n)
     res, _ = env.generate(wplus=dict(enabled=True, source="Saved identity", identity=saved))
     assert f"Wplus identity hash: {code_hash(expected_code({'smile': 2.0}))}" in res.infotexts[0]
-    _, _, status = mod._preview(PanelArgs(enabled=True, source="Photo"))
+    _, _, status = mod.EXTENSION.preview(PanelArgs(enabled=True, source="Photo"))
     assert "no reference photo" in status
 
 
@@ -278,8 +279,9 @@ def test_missing_adapter_without_download_says_what_to_place_where(env, tmp_path
 
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
-    env.script_module._resolvers.clear()
+    env.script_module.EXTENSION.resolvers.clear()
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     res, p = env.generate(wplus=dict(PERSON1))
     msg = " ".join(p.comments)
     assert "wplus_adapter.bin" in msg and "github.com/csxmli2016/w-plus-adapter" in msg and str(empty) in msg
@@ -305,8 +307,9 @@ def test_auto_download_fetches_the_adapter_on_first_use(env, tmp_path, monkeypat
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
     shared.opts.wplus_auto_download = True
-    env.script_module._resolvers.clear()
+    env.script_module.EXTENSION.resolvers.clear()
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     payload = (FIX / "wplus_adapter.bin").read_bytes()
     urls = []
 
@@ -349,26 +352,26 @@ def test_several_photos_panel_upload_and_api_list_give_one_mean_identity(env, tm
 
     from skimage import data
 
+    from wplus.generation.record import code_hash
     from wplus.identity.files import identities_dir, load_identity
     from wplus.webui.options import PanelArgs
-    from wplus.webui.session import code_hash
 
     mod = env.script_module
     photo = Image.fromarray(data.astronaut())
     flipped = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     path = tmp_path / "flipped.png"
     flipped.save(path)
-    one = mod.resolver().resolve(PanelArgs(enabled=True, reference=photo)).wplus
-    two = mod.resolver().resolve(PanelArgs(enabled=True, reference=flipped)).wplus
+    one = mod.EXTENSION.resolver().resolve(PanelArgs(enabled=True, reference=photo)).wplus
+    two = mod.EXTENSION.resolver().resolve(PanelArgs(enabled=True, reference=flipped)).wplus
     before = SeededTinyE4E.encodes
     upload = types.SimpleNamespace(name=str(path))  # what gradio 3.41's File(type="file") hands over
-    both = mod.resolver().resolve(PanelArgs(enabled=True, reference=photo, more_references=[upload]))
+    both = mod.EXTENSION.resolver().resolve(PanelArgs(enabled=True, reference=photo, more_references=[upload]))
     assert SeededTinyE4E.encodes == before  # both photos from the cache
     torch.testing.assert_close(both.wplus, (one + two) / 2)
     res, p = run_api(env, [{"reference": [png_b64(photo), png_b64(flipped)]}])
     assert not p.comments, p.comments
     assert f"Wplus identity hash: {code_hash(both.wplus)}" in res.infotexts[0]
-    msg = mod._save_identity(PanelArgs(enabled=True, reference=photo, more_references=[upload]), "two photos")
+    msg = mod.EXTENSION.save_identity(PanelArgs(enabled=True, reference=photo, more_references=[upload]), "two photos")
     assert "Saved identity" in msg
     saved = load_identity("two photos", identities_dir(mod.current_settings().models_dir))
     assert len(saved.sources) == 2 and saved.source == "webui, mean of 2 photos"

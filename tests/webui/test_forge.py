@@ -98,7 +98,7 @@ def test_rows_follow_forge_cond_or_uncond(env, layout):
     res, p, calls = run_recorded(env, dict(PERSON1, scale=0.8, start=20.0), steps=4, **kwargs)
     assert not p.comments, p.comments
     assert [c.cond_or_uncond for c in calls if c.step == 0][:len(first_step)] == first_step
-    on, off = check_calls(calls, env.unet, identity_code(1), 0.8, 0.2)
+    on, off = check_calls(calls, env.unet, identity_code(1), 0.8, 20.0)
     assert on and off
     if layout == "ngms":  # every other step without the uncond
         assert [c.cond_or_uncond for c in calls] == [[1, 0], [0], [1, 0], [0]]
@@ -110,7 +110,7 @@ def test_rows_follow_forge_cond_or_uncond(env, layout):
 
 def test_delayed_start_and_lambda_per_step(env):
     _, _, calls = run_recorded(env, dict(PERSON1, start=50.0, scale=0.6), steps=8)
-    assert check_calls(calls, env.unet, identity_code(1), 0.6, 0.5) == (3, 5)  # off while step <= 0.5 * 8
+    assert check_calls(calls, env.unet, identity_code(1), 0.6, 50.0) == (3, 5)  # off while step <= 0.5 * 8
 
 
 def test_hires_pass_keeps_identity_from_its_first_step(env):
@@ -120,8 +120,8 @@ def test_hires_pass_keeps_identity_from_its_first_step(env):
         assert not p.comments, p.comments
         hires = [c for c in calls if c.hires]
         assert hires and hires[0].x.shape[-1] == 16 and {tuple(c.cond_or_uncond) for c in hires} == {tuple(marks)}
-        assert all(check_calls([c], env.unet, identity_code(1), 1.0, 0.4) == (1, 0) for c in hires)
-        assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.4)[1] == 3  # first pass: steps 0..2
+        assert all(check_calls([c], env.unet, identity_code(1), 1.0, 40.0) == (1, 0) for c in hires)
+        assert check_calls(calls, env.unet, identity_code(1), 1.0, 40.0)[1] == 3  # first pass: steps 0..2
 
 
 def test_img2img_rows(env):
@@ -129,7 +129,8 @@ def test_img2img_rows(env):
     res, p, calls = run_recorded(env, dict(PERSON1, start=0.0), tab="img2img", init_latent=init,
                                  denoising_strength=0.6, batch_size=2)
     assert not p.comments and calls
-    assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.0) == (len(calls), 0)
+    first = sum(c.step == 0 for c in calls)  # start 0: step 0 belongs to the text (the paper's rule)
+    assert first and check_calls(calls, env.unet, identity_code(1), 1.0, 0.0) == (len(calls) - first, first)
 
 
 def test_disabled_is_bit_identical(env):

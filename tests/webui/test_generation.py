@@ -88,7 +88,7 @@ def test_rows_follow_webui_cfg_layout(env, layout):
     kwargs = dict(steps=4, **copy.deepcopy(LAYOUTS[layout]))
     res, p, calls = run_recorded(env, dict(PERSON1, scale=0.8, start=20.0), **kwargs)
     assert not p.comments, p.comments
-    on, off = check_calls(calls, env.unet, identity_code(1), 0.8, 0.2)
+    on, off = check_calls(calls, env.unet, identity_code(1), 0.8, 20.0)
     assert on and off
     steps = {c.step for c in calls if c.offset == 0}
     assert steps == set(range(4))  # one CFG step per sampler step
@@ -102,11 +102,11 @@ def test_rows_follow_webui_cfg_layout(env, layout):
 
 def test_delayed_start_off_until_step_fraction(env):
     _, _, calls = run_recorded(env, dict(PERSON1, start=50.0), steps=8)
-    on, off = check_calls(calls, env.unet, identity_code(1), 1.0, 0.5)
+    on, off = check_calls(calls, env.unet, identity_code(1), 1.0, 50.0)
     assert [c.step for c in calls if c.step <= 4] == [0, 1, 2, 3, 4]  # off while step <= 0.5 * 8
     assert (on, off) == (3, 5)
     _, _, calls = run_recorded(env, dict(PERSON1, start=0.0))
-    assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.0) == (6, 0)
+    assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.0) == (5, 1)  # start 0: step 0 is the text's
 
 
 def test_hires_pass_keeps_identity_from_its_first_step(env):
@@ -114,8 +114,8 @@ def test_hires_pass_keeps_identity_from_its_first_step(env):
                                denoising_strength=0.7, batch_size=2)
     hires = [c for c in calls if c.hires]
     assert hires and hires[0].x.shape[-1] == 16
-    on, off = check_calls(calls, env.unet, identity_code(1), 1.0, 0.4)
-    assert all(check_calls([c], env.unet, identity_code(1), 1.0, 0.4) == (1, 0) for c in hires)
+    on, off = check_calls(calls, env.unet, identity_code(1), 1.0, 40.0)
+    assert all(check_calls([c], env.unet, identity_code(1), 1.0, 40.0) == (1, 0) for c in hires)
     assert off == 3  # first pass: steps 0..2 (<= 0.4 * 6)
 
 
@@ -134,7 +134,7 @@ def test_hires_checkpoint_switch_reattaches(env):
     finally:
         rec2.close()
     assert not p.comments
-    assert check_calls(rec2.calls, unet2, identity_code(1), 1.0, 0.2) == (len(rec2.calls), 0)
+    assert check_calls(rec2.calls, unet2, identity_code(1), 1.0, 20.0) == (len(rec2.calls), 0)
     assert hooks_on(unet2) == 0
 
 
@@ -143,7 +143,7 @@ def test_img2img_and_instruct_pix2pix_rows(env):
 
     init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     _, p, calls = run_recorded(env, dict(PERSON1), tab="img2img", init_latent=init, denoising_strength=0.8)
-    assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.2)[0] > 0
+    assert check_calls(calls, env.unet, identity_code(1), 1.0, 20.0)[0] > 0
     shared.sd_model.cond_stage_key = "edit"
     try:
         _, p, calls = run_recorded(env, dict(PERSON1), tab="img2img", init_latent=init, image_cfg_scale=1.5,
@@ -151,7 +151,7 @@ def test_img2img_and_instruct_pix2pix_rows(env):
     finally:
         shared.sd_model.cond_stage_key = "txt"
     assert calls[0].n_rows == 6 and calls[0].n_cond == 2  # cond, uncond with image, uncond without
-    assert check_calls(calls, env.unet, identity_code(1), 1.0, 0.2)[0] > 0
+    assert check_calls(calls, env.unet, identity_code(1), 1.0, 20.0)[0] > 0
 
 
 def test_disabled_is_bit_identical(env):

@@ -157,7 +157,7 @@ def test_settings_defaults_are_written_once():
 
 def test_download_blocker_names_the_cause(monkeypatch):
     from wplus.errors import MissingWeightsError
-    from wplus.webui.session import name_download_cause
+    from wplus.generation.resolve import name_download_cause
 
     for var in ("WPLUS_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
@@ -229,7 +229,7 @@ def test_adapter_dropdown_selects_what_exists(tmp_path):
 
 def test_empty_source_is_reported_before_files():
     from wplus.errors import WPlusError
-    from wplus.webui.session import check_sources
+    from wplus.generation.resolve import check_sources
 
     with pytest.raises(WPlusError, match="no reference photo"):
         check_sources(PanelArgs(enabled=True))
@@ -238,3 +238,13 @@ def test_empty_source_is_reported_before_files():
     with pytest.raises(WPlusError, match="no second reference photo"):
         check_sources(PanelArgs(enabled=True, source=Source.SEED, source2=Source.PHOTO))
     check_sources(PanelArgs(enabled=True, source=Source.SEED, source2=Source.SAVED, identity2="bob"))
+
+
+def test_no_values_at_all_is_off_not_an_error():
+    """A request the WebUI serves while it is still starting hands scripts no values: W+ stays off
+    (found in the real A1111 and Forge); a short list is still an error."""
+    from wplus.webui.options import OptionError, from_values
+
+    assert from_values([], ["smile"]).enabled is False
+    with pytest.raises(OptionError, match="passes"):
+        from_values([True], ["smile"])

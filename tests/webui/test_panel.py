@@ -35,7 +35,7 @@ def env(tmp_path_factory):
 def clean(env):
     with kept_settings():
         yield
-    env.script_module._resolvers.clear()
+    env.script_module.EXTENSION.resolvers.clear()
 
 
 def blocks_of(env, tab="txt2img") -> dict:
@@ -203,10 +203,48 @@ def test_first_screen_is_compact(env):
     assert not main.open  # closed = W+ off
 
 
+def test_issue_18_texts_a_newcomer_can_read(env):
+    comps = blocks_of(env)
+    assert "-1" in comps["face_index"].label and "largest" in comps["face_index"].label
+    assert comps["more_references_accordion"].label != comps["more_references"].label
+    assert "white" in comps["aligned"].label  # the preview shows the photo's background; e4e gets it whitened
+    placeholder = comps["ad_identities"].placeholder
+    assert len(placeholder) <= 40 and "alice, bob" in placeholder  # fits the box (issue 18: it was cut off)
+
+
+def test_adetailers_group_is_hidden_without_adetailer(env):
+    comps = blocks_of(env)
+    group = comps["ad_accordion"]
+    assert group.visible is False
+    for name in ("ad_enabled", "ad_scale", "ad_identities"):
+        assert group in accordions_above(comps[name])  # still positional args, with their defaults
+    assert comps["ad_enabled"].value is OPTION["ad_enabled"].default
+
+
+def test_identity_dropdowns_start_on_a_listed_value(env, tmp_path):
+    """gradio 4 warns at start-up about a value outside the choices (issue 18: 12 warnings in Forge)."""
+    import warnings
+
+    from wplus.webui import catalog, panel
+
+    callbacks = panel.PanelCallbacks(lambda current: None, lambda: [], lambda args: None, lambda args, name: "")
+    adapters = catalog.AdapterChoices(["wplus_adapter.bin"], "wplus_adapter.bin")
+    for defaults, listed in ((PanelArgs(), None), (PanelArgs(identity="person2", identity2="gone"), "person2")):
+        with warnings.catch_warnings(record=True) as caught, gr.Blocks():
+            warnings.simplefilter("always")
+            built = panel.build(lambda n: f"t_{n}", [], ["person1", "person2"], adapters, callbacks,
+                                defaults=defaults)
+        assert not [str(w.message) for w in caught if "choices" in str(w.message)]
+        identity, identity2 = built.by_field["identity"], built.by_field["identity2"]
+        assert (identity.value, identity2.value) == (listed, None)
+        assert identity.allow_custom_value and identity2.allow_custom_value  # a pasted name may be on another disk
+
+
 def test_adapter_dropdown_marks_or_avoids_a_missing_default(env, tmp_path, monkeypatch):
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
     shared.opts.wplus_auto_download = True
@@ -229,6 +267,7 @@ def test_offline_variable_is_named_when_the_setting_is_on(env, tmp_path, monkeyp
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     monkeypatch.delenv("WPLUS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     shared.opts.wplus_models_dir = str(make_models_dir(tmp_path / "models", adapter=False))
@@ -245,6 +284,7 @@ def test_empty_photo_is_reported_before_the_missing_adapter(env, tmp_path, monke
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     shared.opts.wplus_models_dir = str(make_models_dir(tmp_path / "models", adapter=False))
     _, p = env.generate(wplus=dict(enabled=True, source="Photo"))
     assert len(p.comments) == 1 and "no reference photo" in next(iter(p.comments)), p.comments
@@ -255,6 +295,7 @@ def test_image_metadata_has_no_local_folders(env, tmp_path, monkeypatch, caplog)
     from modules import shared
 
     monkeypatch.setattr(env.script_module, "EXT_MODELS", tmp_path / "no_ext_models")
+    monkeypatch.setattr(env.script_module.EXTENSION, "ext_models", tmp_path / "no_ext_models")
     empty = make_models_dir(tmp_path / "models", adapter=False)
     shared.opts.wplus_models_dir = str(empty)
     with caplog.at_level(logging.WARNING, logger="wplus"):

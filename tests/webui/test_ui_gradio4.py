@@ -4,16 +4,19 @@ infotext paste fields and settings register. Needs an environment with Forge's p
 pydantic 2): skipped in the gradio 3 one."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 gr = pytest.importorskip("gradio")
 if int(gr.__version__.split(".")[0]) < 4:
     pytest.skip(f"gradio {gr.__version__} is AUTOMATIC1111's pin; this test needs Forge's gradio 4.40 "
-                "(see README, In Forge)", allow_module_level=True)
+                "(see docs/hosts.md)", allow_module_level=True)
 
 from forge_stub.fixture import installed  # noqa: E402
 
 from webui_stub.fixture import FIX, WebUI, make_models_dir  # noqa: E402
+from wplus.webui.options import FIXED_FIELDS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,11 @@ def env(tmp_path_factory):
         pytest.skip("../shared fixtures are not beside the checkout")
     root = tmp_path_factory.mktemp("wplus_forge_ui")
     with installed(root / "webui"):
-        yield WebUI(make_models_dir(root / "models"))
+        with warnings.catch_warnings(record=True) as caught:  # what Forge shows with "Show warnings" on
+            warnings.simplefilter("always")
+            webui = WebUI(make_models_dir(root / "models"))
+        webui.build_warnings = [str(w.message) for w in caught]
+        yield webui
 
 
 def test_gradio_is_forges_pin():
@@ -48,6 +55,13 @@ def test_panel_builds_in_both_tabs_as_under_gradio_3(env):
         config = env.blocks[tab].get_config_file()  # what the page loads: must serialise under pydantic 2
         assert any(comp.get("props", {}).get("elem_id") == controls[1].elem_id for comp in config["components"])
     assert len(ids) == len(set(ids)), "duplicate elem_ids"
+
+
+def test_start_up_gives_no_dropdown_warnings(env):
+    """Issue 18: Forge logged 12 "value ... is not in the list of choices" warnings at start-up."""
+    assert not [w for w in env.build_warnings if "list of choices" in w]
+    identity = env.script().controls[FIXED_FIELDS.index("identity")]
+    assert identity.value is None and identity.allow_custom_value
 
 
 def test_paste_fields_and_settings(env):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from wplus.branch import rows
 from wplus.errors import ImageInputError, WPlusError
+from wplus.generation.photos import decode_photo
 from wplus.webui import api as api_args
 from wplus.webui import infotext
 from wplus.webui.options import FIXED_FIELDS, PanelArgs, apply_xyz, from_values, to_values
@@ -27,13 +28,6 @@ def test_row_index_cond_first_then_zero():
     with pytest.raises(ValueError):
         rows.cfg_row_index(2, 3)
     assert rows.batch_rows({"crossattn": torch.zeros(3, 77, 8), "vector": torch.zeros(3, 4)}) == 3
-
-
-def test_branch_on_is_the_papers_rule():
-    # off while step <= start * steps; 0 = always on
-    assert [rows.branch_on(i, 10, 0.2) for i in range(5)] == [False, False, False, True, True]
-    assert all(rows.branch_on(i, 10, 0.0) for i in range(10))
-    assert not any(rows.branch_on(i, 10, 1.0) for i in range(10))
 
 
 def test_api_dict_parses_and_rejects_bad_values():
@@ -71,11 +65,11 @@ def test_decode_image_forms():
     img.save(buf, format="PNG")
     b64 = base64.b64encode(buf.getvalue()).decode()
     for value in (b64, "data:image/png;base64," + b64, buf.getvalue(), img):
-        assert api_args.decode_image(value).image.getpixel((0, 0)) == (10, 20, 30)
+        assert decode_photo(value).image.getpixel((0, 0)) == (10, 20, 30)
     with pytest.raises(ImageInputError, match="base64"):
-        api_args.decode_image("not base64!")
+        decode_photo("not base64!")
     with pytest.raises(ImageInputError, match="not a readable image"):
-        api_args.decode_image(base64.b64encode(b"hello").decode())
+        decode_photo(base64.b64encode(b"hello").decode())
 
 
 def test_infotext_keys_survive_the_webui_grammar():

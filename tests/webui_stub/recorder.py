@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 import wplus
-from wplus.branch.rows import branch_on
+from wplus.generation.schedule import branch_on, token_bank
 
 
 @dataclass
@@ -60,12 +60,14 @@ class Recorder:
 
 def expected_output(unet, adapter, w_id: torch.Tensor, call: Call, scale: float, start: float,
                     hires_full: bool = True) -> tuple[torch.Tensor, bool]:
-    """(what the UNet should return for `call`, whether the branch was on)."""
-    on = scale != 0 and ((call.hires and hires_full) or branch_on(call.step, call.total, start))
+    """(what the UNet should return for `call`, whether the branch was on); `start` in percent,
+    None for a pass on from its first step (ADetailer's face pass)."""
+    on = scale != 0 and ((call.hires and hires_full) or start is None
+                          or branch_on(call.step, call.total, start))
     with torch.no_grad():
         if not on:
             return unet(call.x, call.t, context=call.ctx), False
-        tok = adapter.project(torch.cat([w_id, torch.zeros_like(w_id)]).to(adapter.proj.norm.weight))
+        tok = token_bank(adapter, w_id)
         rows = range(call.offset, call.offset + call.x.shape[0])
         tokens = torch.stack([tok[0] if r < call.n_cond else tok[1] for r in rows])
         with wplus.attach(unet, adapter) as handle:

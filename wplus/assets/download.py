@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Optional
 
 from tqdm import tqdm
 
+from wplus.assets.atomic import new_folders
 from wplus.assets.fingerprint import CHUNK, cached_sha256, sha256_file
 from wplus.assets.registry import ModelFile, default_models_dir, missing_message
 from wplus.errors import DownloadError, MissingWeightsError
@@ -108,21 +109,27 @@ def download(
 ) -> Path:
     """Download into `<target>.part` (resuming what is there), verify, then rename atomically."""
     target = entry.path(models_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    try:
-        _fetch_into(entry, part, progress, callback, opener or urllib.request.urlopen)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        if isinstance(exc, urllib.error.HTTPError) and exc.code not in (408, 429, 500, 502, 503, 504):
-            raise DownloadError(
-                f"Downloading {entry.filename!r} from {entry.url} failed: HTTP {exc.code}. "
-                + missing_message(entry, models_dir, "the download failed")
-            ) from exc
-        reason = getattr(exc, "reason", None) or exc
-        raise MissingWeightsError(missing_message(entry, models_dir, f"the download failed ({reason})")) from exc
-    _verify_part(entry, part)
-    os.replace(part, target)
+    with new_folders(target.parent):  # a failed download leaves no empty folder behind
+        try:
+            _fetch_into(entry, part, progress, callback, opener or urllib.request.urlopen)
+        except BaseException as exc:  # also Ctrl-C: an empty .part is nothing to resume from
+            if part.is_file() and part.stat().st_size == 0:
+                part.unlink()
+            if isinstance(exc, (urllib.error.URLError, OSError, TimeoutError)):
+                raise _failed(entry, models_dir, exc) from exc
+            raise
+        _verify_part(entry, part)
+        os.replace(part, target)
     return target
+
+
+def _failed(entry: ModelFile, models_dir: str | os.PathLike, exc: BaseException) -> Exception:
+    if isinstance(exc, urllib.error.HTTPError) and exc.code not in (408, 429, 500, 502, 503, 504):
+        return DownloadError(f"Downloading {entry.filename!r} from {entry.url} failed: HTTP {exc.code}. "
+                             + missing_message(entry, models_dir, "the download failed"))
+    reason = getattr(exc, "reason", None) or exc
+    return MissingWeightsError(missing_message(entry, models_dir, f"the download failed ({reason})"))
 
 
 def _verify_part(entry: ModelFile, part: Path) -> None:

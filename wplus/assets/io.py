@@ -121,13 +121,32 @@ def _pickle_error(exc: Exception, path: Path, what: str, error: type[WPlusError]
     if "Weights only load failed" in text or "WeightsUnpickler" in text:  # torch's weights-only reader said no
         found = re.search(r"GLOBAL ([\w.]+)", text)
         names = f" (it names the Python object {found[1]})" if found else ""
-        return error(f"{short(path)} is refused: it is not plain weights{names}, and loading it as a {what} "
-                     "could run code. Use the official release file or a .safetensors file.")
-    first = text.splitlines()[0][:200] if text else ""
+        return error(f"{short(path)} is refused: it is not plain weights{names}, and loading it as "
+                     f"{'an' if what[:1] in 'aeiou' else 'a'} {what} could run code. Use the official release "
+                     "file or a .safetensors file.")
+    first = _torch_text(text)
     if "weights_only" in first:  # never pass on advice to unpickle without the weights-only guard
         first = ""
     return error(f"{short(path)} is not a readable {what} (corrupt or incomplete download, or another format: "
                  f"{type(exc).__name__}{': ' + first if first else ''}). Download or save it again.")
+
+
+_TORCH_NOISE = (
+    re.compile(r"\s*\(?Could this error message be improved\?.*?(\)|$)"),  # TORCH_CHECK's plea, not ours
+    re.compile(r"\[enforce fail at [^\]]*\]\s*\.?\s*"),  # the C++ source location
+    re.compile(r"\s*This is an internal miniz error\..*$"),  # its advice is ours already ("download again")
+)
+
+
+def _torch_text(text: str, limit: int = 200) -> str:
+    """The first line of a torch/pickle error, without torch's boilerplate, cut at a word (<= limit)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    for noise in _TORCH_NOISE:
+        first = noise.sub("", first)
+    first = first.strip().rstrip(".")
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0] + " …"
+    return first
 
 
 def _check_zip(path: Path, what: str, error: type[WPlusError]) -> None:
@@ -188,7 +207,7 @@ def read_safetensors(path: str | os.PathLike, what: str = "weights file", error:
 
 
 def _safetensors_error(exc: Exception, path: Path, what: str, error: type[WPlusError]) -> WPlusError:
-    text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    text = _torch_text(str(exc)) or type(exc).__name__
     if "dtype" in text.lower():
         return error(f"{short(path)} stores a tensor type this installation cannot read ({text}); "
                      f"save the {what} again with fp32/fp16/bf16 weights.")
@@ -217,8 +236,23 @@ def check_tensor(value: Any, name: str, origin: str, error: type[WPlusError] = W
     _check_backed(value, name, origin, error)
     if finite and value.dtype in FLOAT_DTYPES and value.numel() and not bool(torch.isfinite(value).all()):
         raise error(f"{origin}: '{name}' holds NaN or infinite values; the file is damaged "
-                    "(or came from a diverged training run).")
+                    f"(or came from a diverged training run). {_damaged_advice(origin, error)}")
     return value
+
+
+def _damaged_advice(origin: str, error: type[WPlusError]) -> str:
+    """What to do about a damaged file: download a known one again, remake an identity, else another copy."""
+    from wplus.assets.registry import REGISTRY
+    from wplus.errors import IdentityFormatError
+
+    name = Path(origin.split(" (")[0]).name
+    known = next((e for e in REGISTRY.values() if Path(e.filename).name == name), None)
+    if known is not None:
+        return f"Delete it and download {known.filename!r} again from {known.url}."
+    if issubclass(error, IdentityFormatError):
+        return "Make the identity again from its photo: `python -m wplus invert PHOTO -o NAME`."
+    return ("Use an undamaged copy: download it again from where it came from, or export it again from a "
+            "training checkpoint taken before the loss diverged.")
 
 
 def _check_backed(t: torch.Tensor, name: str, origin: str, error: type[WPlusError]) -> None:

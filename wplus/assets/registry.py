@@ -8,6 +8,7 @@ completed.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,15 @@ DIRECTIONS_SUBDIR = "w_direction"
 IDENTITIES_SUBDIR = "identities"
 FACEXLIB_SUBDIR = "facexlib"
 EXTENSION_DIR = Path(__file__).resolve().parents[2]  # the checkout: wplus/, scripts/, models/ ...
+#: Files beside `wplus/` that only a WebUI extension checkout has (a pip install puts `wplus/` in
+#: site-packages, where neither exists).
+CHECKOUT_MARKERS = ("install.py", "scripts/wplus_script.py")
+MODELS_ENV = "WPLUS_MODELS_DIR"
+#: How the default models folder is chosen, for --help texts and docs (the rule is `default_models_dir`).
+MODELS_DIR_RULE = (f"${MODELS_ENV} if set; else the extension's models/ when running from a WebUI extension "
+                   "checkout; else a per-user folder (Linux: $XDG_DATA_HOME/wplus/models or "
+                   "~/.local/share/wplus/models, macOS: ~/Library/Application Support/wplus/models, "
+                   "Windows: %LOCALAPPDATA%\\wplus\\models)")
 
 
 @dataclass(frozen=True)
@@ -194,9 +204,15 @@ def missing_message(entry: ModelFile, models_dir: str | os.PathLike | None, reas
                     path: str | os.PathLike | None = None) -> str:
     """The one message for an absent model file: which file, why, where to get it and where it goes
     (`path` when the caller looked somewhere else than the models folder)."""
-    if path is None:
-        path = entry.path(models_dir if models_dir is not None else default_models_dir())
-    target = Path(path)
+    home = entry.path(models_dir if models_dir is not None else default_models_dir())
+    target = Path(path) if path is not None else home
+    blocker = _file_in_the_way(target)
+    if blocker is not None:  # "put it in the folder" would name a file
+        return (
+            f"Missing {entry.filename!r} ({entry.description}): {reason}. The path {target} cannot exist: "
+            f"{blocker} is a file, not a folder; check the path. Download it from {entry.url} and put it in "
+            f"the folder {home.parent.resolve()}{os.sep} (the file must be {home.resolve()})."
+        )
     return (
         f"Missing {entry.filename!r} ({entry.description}): {reason}. "
         f"Download it from {entry.url} and put it in the folder {target.parent.resolve()}{os.sep} "
@@ -204,9 +220,53 @@ def missing_message(entry: ModelFile, models_dir: str | os.PathLike | None, reas
     )
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing folder above `path`, if it is a file instead (then `path` cannot exist)."""
+    for parent in path.absolute().parents:
+        try:
+            if parent.exists():
+                return None if parent.is_dir() else parent
+        except OSError:  # a name the system cannot look up: the caller's message says enough
+            return None
+    return None
+
+
 def default_models_dir() -> Path:
-    """`$WPLUS_MODELS_DIR` if set, else the extension's own `models/` folder."""
-    env = os.environ.get("WPLUS_MODELS_DIR")
+    """Where model files live unless the caller names a folder (the CLI's --models, the WebUI setting).
+
+    `$WPLUS_MODELS_DIR` if set; else the checkout's own `models/` when the code runs from a WebUI
+    extension checkout (`is_extension_checkout`); else the per-user data folder (`user_models_dir`),
+    so that a pip install never writes into site-packages. Nothing is created here: the folder
+    appears when the first file is written into it."""
+    env = os.environ.get(MODELS_ENV)
     if env:
         return Path(env).expanduser()
-    return EXTENSION_DIR / "models"
+    if is_extension_checkout(EXTENSION_DIR):
+        return EXTENSION_DIR / "models"
+    return user_models_dir()
+
+
+def is_extension_checkout(root: str | os.PathLike) -> bool:
+    """True when `root` (the folder holding `wplus/`) is a WebUI extension checkout, not site-packages."""
+    root = Path(root)
+    return (root / "wplus" / "__init__.py").is_file() and all((root / m).is_file() for m in CHECKOUT_MARKERS)
+
+
+def user_models_dir() -> Path:
+    """The per-user data folder for models: XDG on Linux/BSD, Application Support on macOS,
+    %LOCALAPPDATA% on Windows (each `.../wplus/models`)."""
+    home = Path.home()
+    system = _system()
+    if system == "windows":
+        base = os.environ.get("LOCALAPPDATA")
+        root = Path(base) if base else home / "AppData" / "Local"
+    elif system == "macos":
+        root = home / "Library" / "Application Support"
+    else:
+        base = os.environ.get("XDG_DATA_HOME", "")
+        root = Path(base) if os.path.isabs(base) else home / ".local" / "share"  # XDG: relative = unset
+    return root / "wplus" / "models"
+
+
+def _system() -> str:
+    return "windows" if os.name == "nt" else "macos" if sys.platform == "darwin" else "posix"

@@ -2,9 +2,13 @@
 
 Both load into the same `WPlusAdapter`. Every failure is an `AdapterFormatError` whose message
 says what the file is (or seems to be) and what to do, never a bare KeyError from deep inside.
+`adapter_fingerprint` names the weights a file holds (the infotext's `Wplus adapter hash`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from wplus.assets.atomic import atomic_path
+from wplus.assets.fingerprint import stat_key
 from wplus.assets.io import (
     SAFETENSORS,
     check_weights,
@@ -22,7 +27,7 @@ from wplus.assets.io import (
     sniff,
 )
 from wplus.branch.adapter import WPlusAdapter
-from wplus.branch.layers import FAMILY_NAMES, LayerSpec
+from wplus.branch.layers import FAMILY_NAMES, LayerSpec, unet_family
 from wplus.errors import AdapterFormatError
 from wplus.geometry import STYLE_DIM, TOKEN_GROUPS
 
@@ -46,13 +51,52 @@ def load_adapter(path: str | Path) -> WPlusAdapter:
     Structure, dtypes (floating only), finiteness and every shape are checked against the
     architecture the file declares before anything is built."""
     path = existing_file(path, "W+ adapter", AdapterFormatError)
+    state, specs, arch = _read(path)
+    adapter = WPlusAdapter(specs, specs[0].context_dim, arch)
+    adapter.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    adapter.source = str(path)
+    return adapter
+
+
+_FINGERPRINT = b"wplus-adapter-fingerprint/1\n"
+_fingerprints: dict[tuple[str, int, int], str] = {}  # stat_key -> fingerprint, per process
+
+
+def adapter_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 (hex) of the weights an adapter file holds, computed once per file version.
+
+    Over every tensor in our layout's names, sorted (name, dtype, shape, bytes), and the metadata
+    that changes what loads (the model family, `arch`), as JSON with sorted keys. The format's
+    bookkeeping (format, version, widths and counts the shapes already give) and the container are
+    left out, so two writes of the same weights, and the official `.bin` and our `.safetensors` of
+    the same weights in the same dtype, have the same fingerprint; another dtype (fp16 of fp32
+    weights) is other bytes and another fingerprint. Checked like `load_adapter`."""
+    path = existing_file(path, "W+ adapter", AdapterFormatError)
+    key = stat_key(path)
+    if key not in _fingerprints:
+        state, _specs, arch = _read(path)
+        digest = hashlib.sha256(_FINGERPRINT)
+        for name in sorted(state):
+            tensor = state[name].detach().contiguous()
+            digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode() + b"\n")
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(json.dumps({"arch": arch}, sort_keys=True).encode())
+        _fingerprints[key] = digest.hexdigest()
+    return _fingerprints[key]
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], list[LayerSpec], str]:
+    """(tensors under our layout's names as stored, layer specs, model family) of a checked file."""
     if sniff(path) == SAFETENSORS:
         proj, residual, meta = _read_safetensors(path)
     else:
         proj, residual, meta = _read_official(path)
-    adapter = _build(proj, residual, path, meta.get("arch"))
-    adapter.source = str(path)
-    return adapter
+    specs = _check_shapes({k: tuple(v.shape) for k, v in proj.items()},
+                          {k: tuple(v.shape) for k, v in residual.items()}, path)
+    arch = meta.get("arch")
+    state = {f"proj.{k}": v for k, v in proj.items()}
+    state.update({f"layers.{i}.to_{w}_wplus.weight": t for (i, w), t in residual.items()})
+    return state, specs, arch if arch in FAMILY_NAMES else unet_family(specs)
 
 
 def save_adapter(adapter: WPlusAdapter, path: str | Path, official: bool = False,
@@ -118,16 +162,6 @@ def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
     tensors = check_weights(read_safetensors(path, "W+ adapter", AdapterFormatError)[0], path.name,
                             AdapterFormatError)
     return ({k: tensors[v] for k, v in proj.items()}, {k: tensors[v] for k, v in residual.items()}, meta)
-
-
-def _build(proj: dict, residual: dict, path: Path, arch: str | None) -> WPlusAdapter:
-    specs = _check_shapes({k: tuple(v.shape) for k, v in proj.items()},
-                          {k: tuple(v.shape) for k, v in residual.items()}, path)
-    adapter = WPlusAdapter(specs, specs[0].context_dim, arch if arch in FAMILY_NAMES else None)
-    state = {f"proj.{k}": v for k, v in proj.items()}
-    state.update({f"layers.{i}.to_{w}_wplus.weight": t for (i, w), t in residual.items()})
-    adapter.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return adapter
 
 
 def _check_shapes(proj: dict[str, tuple], residual: dict[tuple, tuple], path: Path) -> list[LayerSpec]:

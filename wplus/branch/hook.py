@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
+from wplus.assets.io import is_file, short
 from wplus.branch.adapter import WPlusAdapter
 from wplus.branch.layers import cross_attention_layers, describe, layer_heads, layer_spec, unet_family
-from wplus.errors import IncompatibleModelError, WPlusError
+from wplus.errors import AdapterFormatError, IncompatibleModelError, WPlusError
 
 _ATTR = "_wplus_handle"
 
@@ -46,6 +48,7 @@ class AttachHandle:
         self._heads = [layer_heads(a) for a in self._attns]
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._bank_rows = 0
+        self._failed: str | None = None  # why the last set_bank failed (the branch then refuses to run)
         self._cursor = 0
         self._selected: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._by_rows: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -87,12 +90,35 @@ class AttachHandle:
         self.row_index = None
 
     def set_bank(self, bank: torch.Tensor | None) -> None:
-        """Compute each layer's keys/values for a few token sets once; `row_index` picks per row."""
+        """Compute each layer's keys/values for a few token sets once; `row_index` picks per row.
+
+        A failed set leaves no identity behind: the previous tokens are dropped and every UNet call
+        raises until tokens are set again (or None for none), so the branch never runs stale."""
         self.reset_rows()
         self._by_rows = {}
+        self._kv, self._bank_rows, self._failed = None, 0, None
         if bank is None:
-            self._kv, self._bank_rows = None, 0
             return
+        try:
+            bank = self._checked(bank)
+            self._kv = [layer.key_value(bank, h) for layer, h in zip(self.adapter.layers, self._heads)]
+        except BaseException as exc:
+            self._kv, self._failed = None, _why(exc)
+            raise
+        self._bank_rows = bank.shape[0]
+
+    def set_bank_from(self, make: Callable[[], torch.Tensor]) -> None:
+        """`set_bank(make())`, where a failure while computing the tokens (`make`, e.g. the adapter's
+        projection) also drops the previous identity: the UNet then refuses to run, never runs stale."""
+        try:
+            bank = make()
+        except BaseException as exc:
+            self.set_bank(None)
+            self._failed = _why(exc)
+            raise
+        self.set_bank(bank)
+
+    def _checked(self, bank: torch.Tensor) -> torch.Tensor:
         shape = f"(N,{self.adapter.proj.num_tokens},{self.adapter.context_dim})"
         if not isinstance(bank, torch.Tensor):
             raise WPlusError(f"identity tokens must be a torch tensor {shape} (from adapter.project); "
@@ -104,9 +130,7 @@ class AttachHandle:
             raise WPlusError("identity tokens must be finite float values; got "
                              f"{'NaN or infinite values' if torch.is_floating_point(bank) else bank.dtype}")
         weight = self.adapter.proj.norm.weight
-        bank = bank.to(device=weight.device, dtype=weight.dtype)
-        self._kv = [layer.key_value(bank, h) for layer, h in zip(self.adapter.layers, self._heads)]
-        self._bank_rows = bank.shape[0]
+        return bank.to(device=weight.device, dtype=weight.dtype)
 
     @property
     def row_index(self) -> tuple[int, ...] | None:
@@ -131,6 +155,10 @@ class AttachHandle:
     # -- hooks --------------------------------------------------------------------------------
     def _select_rows(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._selected = None
+        if self._failed is not None:
+            raise WPlusError(f"W+: the last identity tokens could not be set ({self._failed[:300]}), so the "
+                             "previous identity is no longer used; set new tokens (or None for no identity) "
+                             "before running the UNet.")
         if self._kv is None or self.scale == 0:
             return
         x = args[0] if args else kwargs.get("x", kwargs.get("sample"))
@@ -252,10 +280,15 @@ class SeamStats:
         return None
 
 
-def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
+def attach(unet: nn.Module, adapter: WPlusAdapter | str | os.PathLike, cast: bool = True,
            device: torch.device | str | None = None, dtype: torch.dtype | None = None,
            follow_dtype: bool = False) -> AttachHandle:
     """Plug `adapter` into `unet` (replacing any earlier attachment).
+
+    adapter: a `WPlusAdapter` (`wplus.load_adapter`), or the path of an adapter file, which is then
+    loaded (`load_adapter`; a path that is no file is refused). Anything else, a model without
+    cross-attention layers (`IncompatibleModelError`) or an adapter made for another model family
+    is refused with a `WPlusError` that says what was given and what is supported.
 
     cast=True moves the adapter to the UNet's device and dtype (inference); `device` overrides the
     device for hosts whose UNet weights wait elsewhere between forwards (WebUI --medvram/--lowvram),
@@ -265,6 +298,10 @@ def attach(unet: nn.Module, adapter: WPlusAdapter, cast: bool = True,
     another device, the branch follows them at the first call; with follow_dtype also their dtype
     (fp16 on a CPU still runs in fp32).
     """
+    adapter = _as_adapter(adapter)
+    if not isinstance(unet, nn.Module):
+        raise IncompatibleModelError(f"wplus.attach: the model must be a UNet (a torch.nn.Module); got a "
+                                     f"{type(unet).__name__}")
     detach_all(unet)
     handle = AttachHandle(unet, adapter, cast=cast, device=device, dtype=dtype, follow_dtype=follow_dtype)
     object.__setattr__(unet, _ATTR, handle)
@@ -285,6 +322,22 @@ def detach_all(unet: nn.Module) -> bool:
     return True
 
 
+def _as_adapter(adapter: object) -> WPlusAdapter:
+    if isinstance(adapter, WPlusAdapter):
+        return adapter
+    if isinstance(adapter, (str, os.PathLike)):
+        if not is_file(adapter):
+            raise AdapterFormatError(
+                f"wplus.attach: no adapter file at {short(os.fspath(adapter))!r}. Pass a WPlusAdapter "
+                "(wplus.load_adapter(path)) or the path of an adapter file (our .safetensors or the official "
+                "wplus_adapter.bin).")
+        from wplus.branch.files import load_adapter
+
+        return load_adapter(adapter).eval()
+    raise WPlusError(f"wplus.attach: the adapter must be a WPlusAdapter (wplus.load_adapter(path)) or the path "
+                     f"of an adapter file; got a {type(adapter).__name__}.")
+
+
 def check_compatible(adapter: WPlusAdapter, attns: list[nn.Module]) -> None:
     """An IncompatibleModelError naming both model families unless the adapter fits these layers."""
     specs = [layer_spec(a) for a in attns]
@@ -296,6 +349,10 @@ def check_compatible(adapter: WPlusAdapter, attns: list[nn.Module]) -> None:
             f"{describe(unet_family(specs), specs)}. Pick an adapter made for this model family, "
             "or switch to a checkpoint of the adapter's family."
         )
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:

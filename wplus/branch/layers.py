@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from wplus.errors import IncompatibleModelError
+
 # (down, up, mid) container names per runtime, in the adapter's storage order.
 _ORDERS = (("input_blocks", "output_blocks", "middle_block"), ("down_blocks", "up_blocks", "mid_block"))
 
@@ -35,9 +37,11 @@ def cross_attention_layers(unet: nn.Module) -> list[nn.Module]:
             layers = [m for n in names if getattr(unet, n, None) is not None for m in _attn2_in(getattr(unet, n))]
             if layers:
                 return layers
-    raise TypeError(
-        f"{type(unet).__name__} has no cross-attention layers in input/output (down/up) blocks: "
-        "the W+ adapter needs an ldm/sgm UNetModel or a diffusers UNet2DConditionModel"
+    hint = " (a pipeline? pass its .unet)" if isinstance(getattr(unet, "unet", None), nn.Module) else ""
+    raise IncompatibleModelError(
+        f"{type(unet).__name__}{hint} has no cross-attention layers in input/output (down/up) blocks: the W+ "
+        "adapter works with the UNet of SD1.x, SD2.x and SDXL models (the ldm/sgm UNetModel of the WebUI and "
+        "Forge, or a diffusers UNet2DConditionModel)"
     )
 
 

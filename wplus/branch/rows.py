@@ -8,9 +8,12 @@ of cond/uncond rows into bank rows; each host's layout only says what its chunks
   AND prompts)] + [uncond rows] (+ a second uncond block for instruct-pix2pix). When the host
   drops the uncond rows (NGMS, skip early CFG) or splits the batch into several UNet calls, the
   calls consume this layout front to back, so one index per step covers every case.
-* Forge (`forge_call_rows`, at every UNet call): the call itself says which chunk is which in
-  `transformer_options["cond_or_uncond"]` (0 cond, 1 uncond; equal chunks, in batch order), in
-  whatever order and grouping Forge's memory planning chose.
+* Forge and ComfyUI (`forge_call_rows`, at every UNet call): the call itself says which chunk is
+  which in `transformer_options["cond_or_uncond"]` (0 cond, 1 uncond; equal chunks, in batch
+  order), in whatever order and grouping the host's memory planning chose.
+* diffusers (`uncond_first_row_index`): [negative rows] + [positive rows] in one call per step.
+
+When the branch runs is the schedule's business (`wplus.generation.schedule`), the same for all.
 """
 from __future__ import annotations
 
@@ -61,27 +64,6 @@ def batch_rows(tensor_or_dict) -> int:
     return int(tensor_or_dict.shape[0])
 
 
-#: The paper's pipeline never delays the identity by more than this many steps
-#: (`generate_idnoise`: start_embed_step = min(int(start% * steps), 30)).
-MAX_START_STEPS = 30
-
-
-def start_step(total_steps: int, start: float) -> float:
-    """The last step index without the identity: start * steps, at most MAX_START_STEPS."""
-    return min(start * total_steps, MAX_START_STEPS)
-
-
-def branch_on(step: int, total_steps: int, start: float) -> bool:
-    """Delayed subject conditioning (the paper's pipeline): off while step index <= start * steps,
-    capped at MAX_START_STEPS steps (so a 100-step run with start 0.5 turns it on after step 30).
-
-    `start` is a fraction in [0, 1]; 0 means on from the first step.
-    """
-    if start <= 0 or total_steps <= 0:
-        return True
-    return step > start_step(total_steps, start)
-
-
 # --- diffusers pipelines ---------------------------------------------------------------------------
 def uncond_first_row_index(n_rows: int, cfg: bool, n_identities: int = 1) -> list[int]:
     """Bank rows for diffusers' batch: [negative rows] + [positive rows] (one UNet call per step).
@@ -96,11 +78,3 @@ def uncond_first_row_index(n_rows: int, cfg: bool, n_identities: int = 1) -> lis
         raise ValueError(f"{n_identities} W+ codes for {n_pos} images: give one code, or one per image")
     positive = [0] * n_pos if n_identities == 1 else list(range(n_pos))
     return ([n_identities] * (n_rows - n_pos)) + positive
-
-
-def paper_start_step(start_percent: float, steps: int) -> int:
-    """The last step index with the branch off in the paper's pipeline: int(start/100 · steps), at most 30.
-
-    The branch is off at every step i <= this (so also at step 0 with start 0), as `generate_idnoise`.
-    """
-    return min(int(float(start_percent) / 100 * steps), MAX_START_STEPS)

@@ -145,35 +145,51 @@ def _unreadable(name: str, e: BaseException) -> ImageInputError:
 
 def _open(src: ImageLike) -> tuple[Image.Image, str]:
     name = _describe(src)
+    return _pil_open(_source(src, name), name), name
+
+
+def _source(src: ImageLike, name: str) -> object:
+    """What `Image.open` reads: the checked path, the bytes as a stream, or the caller's stream."""
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        try:
-            exists = path.is_file()
-        except (OSError, ValueError) as e:  # ENAMETOOLONG, a NUL byte in the path...
-            raise ImageInputError(f"Cannot read the image path {name}: {e}. Check the path "
-                                  "(it may be too long or hold invalid characters).") from e
-        if not exists:
-            raise ImageInputError(f"No image file at {name}: check the path.")
-        fp: object = path
-    elif isinstance(src, (bytes, bytearray, memoryview)):
+        return _existing_file(src, name)
+    if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
             raise ImageInputError("The uploaded image data is empty (0 bytes).")
-        fp = io.BytesIO(bytes(src))
-    elif hasattr(src, "read"):
-        fp = src
-    else:
-        raise ImageInputError(
-            f"Cannot use a {type(src).__name__} as an image: pass a file path, file bytes, "
-            "a PIL image or a numpy array.")
+        return io.BytesIO(bytes(src))
+    if hasattr(src, "read"):
+        if getattr(src, "closed", False):
+            label = name if isinstance(getattr(src, "name", None), str) else "given as the photo"
+            raise ImageInputError(f"The file object {label} is closed: pass it while it is open (inside its "
+                                  "`with` block), or pass the photo's path or bytes instead.")
+        return src
+    raise ImageInputError(
+        f"Cannot use a {type(src).__name__} as an image: pass a file path, file bytes, "
+        "a PIL image or a numpy array.")
+
+
+def _existing_file(src: str | os.PathLike, name: str) -> Path:
+    path = Path(src)
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as e:  # ENAMETOOLONG, a NUL byte in the path...
+        raise ImageInputError(f"Cannot read the image path {name}: {e}. Check the path "
+                              "(it may be too long or hold invalid characters).") from e
+    if not exists:
+        raise ImageInputError(f"No image file at {name}: check the path.")
+    return path
+
+
+def _pil_open(fp: object, name: str) -> Image.Image:
+    """Open (header only); a JPEG above PIL's bomb limit is opened for drafting instead."""
     try:
         with warnings.catch_warnings():
             # Size is checked deliberately below (draft for JPEG, MAX_DECODE_PIXELS otherwise).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(fp)
+            return Image.open(fp)
     except Image.DecompressionBombError as e:
         jpeg = _open_huge_jpeg(fp)
         if jpeg is not None:
-            return jpeg, name
+            return jpeg
         raise _too_large(name, str(e)) from e
     except UnidentifiedImageError as e:
         raise ImageInputError(
@@ -183,7 +199,6 @@ def _open(src: ImageLike) -> tuple[Image.Image, str]:
         raise _too_large(name, "not enough memory to open it") from e
     except Exception as e:  # PIL plugins raise many types on crafted headers
         raise _unreadable(name, e) from e
-    return im, name
 
 
 def _too_large(name: str, why: str) -> ImageInputError:
@@ -251,7 +266,7 @@ def _from_pil(im: Image.Image, name: str, max_pixels: int, owned: bool) -> Norma
     # the tag, 10 and later drop it), so a TIFF is upright already.
     orientation = 1 if isinstance(im, TiffImagePlugin.TiffImageFile) else _orientation(im)
     full_size = header_size if drafted else im.size
-    decoded = _to_resizable_mode(im)
+    decoded = _to_resizable_mode(im, name)
     if decoded is not im and owned:
         _close(im)  # free the decoded source early: peak memory matters for huge inputs
     return _finish(decoded, max_pixels, orientation, full_size, owned)
@@ -276,14 +291,14 @@ def _orientation(im: Image.Image) -> int:
 
 # --- pixel formats -------------------------------------------------------------------------------
 
-def _to_resizable_mode(im: Image.Image) -> Image.Image:
+def _to_resizable_mode(im: Image.Image, name: str = "") -> Image.Image:
     """Bring any PIL mode to L, RGB or RGBA (the modes PIL resizes correctly), values in 0..255."""
     mode = im.mode
     if mode in ("L", "RGB", "RGBA"):
         return im
     try:
         if mode in ("I", "F") or mode.startswith("I;16"):
-            return Image.fromarray(_high_depth_to_uint8(np.asarray(im)), "L")
+            return Image.fromarray(_high_depth_to_uint8(np.asarray(im), name or f"the {mode} image"), "L")
         if mode == "P":
             return im.convert("RGBA" if "transparency" in im.info else "RGB")
         if mode == "1":
@@ -300,14 +315,18 @@ def _to_resizable_mode(im: Image.Image) -> Image.Image:
             f"Unsupported image mode {mode!r} ({e}): save the photo as an RGB JPEG or PNG.") from e
 
 
-def _high_depth_to_uint8(a: np.ndarray) -> np.ndarray:
-    """16-bit/32-bit integer or float pixels -> uint8 (16-bit data scaled, not clipped)."""
+def _high_depth_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
+    """16-bit/32-bit integer or float pixels -> uint8 (16-bit data scaled, not clipped); `name` says
+    which input it is in messages."""
     a = np.asarray(a)
     if a.dtype == np.bool_:
         return a.astype(np.uint8) * 255
     if np.issubdtype(a.dtype, np.floating):
         if not np.all(np.isfinite(a)):
-            raise ImageInputError("The image contains NaN or infinite values.")
+            raise ImageInputError(
+                f"{name[:1].upper()}{name[1:]} has NaN or infinite pixel values, which cannot be shown as a photo. "
+                "Replace them first (e.g. numpy.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)), or use "
+                "the photo as an 8-bit JPEG or PNG.")
         peak = float(a.max()) if a.size else 0.0
         scaled = a * 255.0 if peak <= 1.0 else a
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
@@ -316,7 +335,8 @@ def _high_depth_to_uint8(a: np.ndarray) -> np.ndarray:
     lo = int(a.min()) if a.size else 0
     hi = int(a.max()) if a.size else 0
     if lo < 0:
-        raise ImageInputError("The image has negative pixel values; expected 0..255 or 0..65535.")
+        raise ImageInputError(f"{name[:1].upper()}{name[1:]} has negative pixel values; expected 0..255 or "
+                              "0..65535.")
     if a.dtype.itemsize == 2 or hi > 255:  # 16-bit data: full range maps to 0..255
         div = 257.0 if hi <= 65535 else hi / 255.0
         return np.clip(np.rint(a / div), 0, 255).astype(np.uint8)
@@ -336,7 +356,7 @@ def _array_to_pil(a: np.ndarray) -> Image.Image:
         raise ImageInputError(f"The image is empty (shape {tuple(a.shape)}).")
     if a.dtype.kind not in "biuf":
         raise ImageInputError(f"Unsupported pixel type {a.dtype}: use uint8, uint16 or float in [0, 1].")
-    a = np.ascontiguousarray(_high_depth_to_uint8(a))
+    a = np.ascontiguousarray(_high_depth_to_uint8(a, f"the numpy image ({a.dtype}, shape {tuple(a.shape)})"))
     mode = "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA")
     return Image.fromarray(a, mode)
 

@@ -20,10 +20,12 @@ from wplus.identity.encoder import (  # noqa: F401
 )
 from wplus.identity.files import (  # noqa: F401
     FORMAT,
+    MAX_NAME,
     SUFFIXES,
     THUMBNAIL_SIZE,
     VERSION,
     Identity,
+    check_identity_name,
     identities_dir,
     identity_path,
     list_identities,

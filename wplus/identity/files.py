@@ -42,7 +42,7 @@ FORMAT = "wplus-identity"
 VERSION = "1"
 THUMBNAIL_SIZE = 256
 SUFFIXES = (".safetensors", ".pth", ".pt")
-_MAX_NAME = 255  # longer strings are paths (or mistakes), never identity names
+MAX_NAME = 200  # longer strings are paths (or mistakes), never identity names
 
 
 @dataclass
@@ -162,16 +162,66 @@ def save_identity(identity: Identity, name: str | None = None, folder: str | os.
     return path
 
 
-def load_identity(name_or_path: str | os.PathLike, folder: str | os.PathLike | None = None) -> Identity:
-    """By name from the identities folder, or from a path (ours, or an official `N.pth`)."""
-    path = Path(name_or_path)
-    if len(str(name_or_path)) > _MAX_NAME or (path.suffix in SUFFIXES and is_file(path)):
-        path = existing_file(path, "identity file", IdentityFormatError, missing=IdentityNotFoundError)
+def check_identity_name(name: object) -> str:
+    """`name` if it can only name a file in the identities folder, else an IdentityNotFoundError.
+
+    For entry points that take names, never paths (the WebUI panel and API, nodes): refuses empty
+    names, '..', absolute paths, path separators, NUL and names over MAX_NAME characters. The message
+    depends on the name alone: it never tells whether some path exists."""
+    if not isinstance(name, str):
+        raise IdentityNotFoundError(f"An identity name must be a string, not a {type(name).__name__}.")
+    why = None
+    if not name.strip():
+        why = "it is empty"
+    elif len(name) > MAX_NAME:
+        why = f"it is longer than {MAX_NAME} characters"
+    elif "\0" in name:
+        why = "it contains a NUL character"
+    elif "/" in name or "\\" in name or os.path.isabs(name) or re.match(r"^[A-Za-z]:", name):
+        why = "it is a path: it contains a folder separator or a drive"
+    elif name.strip(" .") == "" or name.startswith(".."):
+        why = "it names a folder ('.' or '..')"
+    if why:
+        raise IdentityNotFoundError(
+            f"{short(name, 80)!r} is not an identity name ({why}): here identities are chosen by name from the "
+            "identities folder (the list of saved identities); paths are not accepted.")
+    return name
+
+
+def load_identity(name_or_path: str | os.PathLike, folder: str | os.PathLike | None = None,
+                  allow_paths: bool = True) -> Identity:
+    """By name from the identities folder, or (allow_paths) from a path: ours, or an official `N.pth`.
+
+    allow_paths=False takes names only (`check_identity_name`): the WebUI, its API and nodes pass
+    it, so that a request can neither read a file outside the identities folder nor learn whether
+    a path exists. The CLI and Python callers keep paths."""
+    if allow_paths:
+        path = _resolve(str(name_or_path), folder)
     else:
-        path = identity_path(str(name_or_path), folder)
+        path = identity_path(check_identity_name(name_or_path), folder)
     if sniff(path) == SAFETENSORS:
         return _load_safetensors(path)
     return _load_pickle(path)
+
+
+def _resolve(text: str, folder: str | os.PathLike | None) -> Path:
+    """A path (anything with a folder separator, too long for a name, or an identity file here) or a
+    name from the folder; a name not found there that is a file here is read as a path."""
+    path = Path(text)
+    as_path = len(text) > MAX_NAME or "/" in text or os.sep in text or (path.suffix in SUFFIXES and is_file(path))
+    if not as_path:
+        try:
+            return identity_path(text, folder)
+        except IdentityNotFoundError:
+            if not is_file(path):
+                raise
+    path = existing_file(path, "identity file", IdentityFormatError, missing=IdentityNotFoundError)
+    if path.suffix.lower() not in SUFFIXES:
+        raise IdentityFormatError(
+            f"{short(path)} is not an identity file: identities are .safetensors files written by "
+            "`wplus invert` (or the paper's .pth W+ codes). Make one from a photo with "
+            "`python -m wplus invert PHOTO -o NAME`.")
+    return path
 
 
 def _load_pickle(path: Path) -> Identity:
@@ -192,8 +242,9 @@ def _load_safetensors(path: Path) -> Identity:
         tensors["wplus"] = next(iter(tensors.values()))
     thumb = tensors.get("thumbnail")
     thumbnail = None
-    if thumb is not None and thumb.dtype == torch.uint8 and thumb.dim() == 3 and thumb.shape[-1] == 3:
-        thumbnail = Image.fromarray(thumb.numpy(), "RGB")
+    if thumb is not None and thumb.dtype == torch.uint8 and thumb.dim() == 3 and thumb.shape[-1] == 3 \
+            and min(thumb.shape[:2]) > 0:  # an empty (0×0) thumbnail is none (Pillow 9.5 cannot make one)
+        thumbnail = Image.fromarray(np.ascontiguousarray(thumb.numpy()), "RGB")
     face_index = meta.get("face_index", "").strip()
     return Identity(
         wplus=_as_code(tensors["wplus"], short(path)),

@@ -7,9 +7,9 @@ The branch is `wplus.attach` on `pipe.unet` (the same hooks, residual math and l
 WebUI and the trainer). What this module adds is the diffusers side of the contract:
 - rows: diffusers batches [negative rows, positive rows] in one UNet call per step; positive rows
   get the identity, negative rows the projection of an all-zero W+ (`rows.uncond_first_row_index`);
-- the delayed start of the paper's pipeline: the branch is off at every UNet call i <=
-  `rows.paper_start_step(start, steps)`. `steps` is read when the pipeline sets its scheduler's
-  timesteps, which also restarts the count, so each `pipe(...)` call starts at step 0.
+- the one start rule (`wplus.generation.schedule.branch_on`, the paper's): UNet call i of a
+  `steps`-step run is step i. `steps` is read when the pipeline sets its scheduler's timesteps,
+  which also restarts the count, so each `pipe(...)` call starts at step 0.
 Leaving the block (or `remove()`) takes every hook off: the pipeline is exactly as before.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from wplus.branch import rows
 from wplus.branch.adapter import WPlusAdapter
 from wplus.branch.hook import attach as attach_unet
 from wplus.errors import WPlusError
+from wplus.generation.schedule import Schedule, token_bank
 from wplus.pipeline.defaults import DEFAULT_SCALE, DEFAULT_START, check_scale, check_start
 
 
@@ -69,11 +70,14 @@ class PipelineBranch:
     # -- identity -----------------------------------------------------------------------------
     def set_identity(self, w_plus: Any) -> None:
         """W+ code(s): (18,512), (1,18,512) for every image, or (N,18,512) one per image."""
-        codes = as_codes(w_plus)
-        weight = self.adapter.proj.norm.weight
-        with torch.no_grad():  # projected apart, as the paper does (one batched call differs in the last bits)
-            bank = torch.cat([self.adapter.project(codes.to(weight.device, weight.dtype)), self.adapter.zero_tokens(1)])
-        self._handle.set_bank(bank)
+        codes = None
+
+        def bank() -> torch.Tensor:  # a failure here drops the previous identity too (set_bank_from)
+            nonlocal codes
+            codes = as_codes(w_plus)
+            return token_bank(self.adapter, codes)
+
+        self._handle.set_bank_from(bank)
         self._n_codes = codes.shape[0]
         self._index.clear()
 
@@ -103,8 +107,7 @@ class PipelineBranch:
         handle = self._handle
         handle.row_index = self._index[key]
         handle.reset_rows()
-        on = self.calls > rows.paper_start_step(self.start, self.steps)
-        handle.scale = float(self.scale) if on else 0.0
+        handle.scale = Schedule(self.scale, self.start).scale_at(self.calls, self.steps)
         self.trace.append((self.calls, handle.scale))
         self.calls += 1
 

@@ -5,6 +5,7 @@ SD1.x, SD2.x and SDXL; fp16 on CUDA, fp32 on the CPU. The scheduler is the paper
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ def load_pipeline(model: str, device: str | torch.device | None = None, dtype: s
     """A StableDiffusionPipeline or StableDiffusionXLPipeline on `device`, safety checker off.
 
     original_config: the ldm/sgm YAML of a single-file checkpoint (default: the trainer's
-    `configs/models/<arch>.yaml` for the standard SD1/SD2/SDXL shapes)."""
+    `wplus/assets/model_configs/<arch>.yaml` for the standard SD1/SD2/SDXL shapes)."""
     device = device if isinstance(device, torch.device) else pick_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(device, dtype)
+    quiet_image_processor_fallback()
     kind = model_kind(model)
     path = Path(model).expanduser()
     if kind == "folder":
@@ -54,7 +56,33 @@ def load_pipeline(model: str, device: str | torch.device | None = None, dtype: s
     if scheduler:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(leave=False)
+    return _moved(pipe, device, dtype)
+
+
+def _moved(pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """The pipeline on `device`, cast to `dtype` only when a module is in another one (diffusers warns
+    about modules to keep in float32 on every cast with `to()`, even when there is nothing to cast)."""
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    if all(p.dtype == dtype for m in modules for p in m.parameters()):
+        return pipe.to(device=device)
     return pipe.to(device=device, dtype=dtype)
+
+
+_FALLBACK_NOTICE = "requires torchvision (not installed); falling back to"
+
+
+class _ImageProcessorFallback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _FALLBACK_NOTICE not in record.getMessage()
+
+
+def quiet_image_processor_fallback() -> None:
+    """transformers >= 5 without torchvision notes, once per class, that an image processor falls back
+    to its PIL version. Importing diffusers' pipelines triggers it, but no pipeline here runs an image
+    processor (the safety checker is off): that one note is dropped, every other message stays."""
+    log = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _ImageProcessorFallback) for f in log.filters):
+        log.addFilter(_ImageProcessorFallback())
 
 
 def model_kind(model: str) -> str:
@@ -103,7 +131,7 @@ def _from_folder(path: Path) -> Any:
     sdxl = (path / "text_encoder_2").is_dir()
     kw = {} if sdxl else {"safety_checker": None, "requires_safety_checker": False}
     try:
-        return _pipeline_class(sdxl).from_pretrained(str(path), local_files_only=True, **kw)
+        return _pipeline_class(sdxl).from_pretrained(str(path), local_files_only=True, **kw, **_loading())
     except (OSError, ValueError) as exc:
         raise WPlusError(f"--model {path}: cannot load this diffusers folder: {exc}") from None
 
@@ -111,11 +139,8 @@ def _from_folder(path: Path) -> Any:
 def _from_single_file(path: Path, original_config: str | None = None) -> Any:
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise WPlusError(f"--model {path}: a single-file checkpoint must be .safetensors or .ckpt")
-    try:
-        from trainer.models import load_base_model
-    except ImportError:
-        raise WPlusError("single-file checkpoints are converted by the trainer's loader: run from the "
-                         "repository, or `pip install 'sd-webui-wplus[trainer]'`") from None
+    from wplus.assets.checkpoint import load_base_model
+
     try:
         base = load_base_model(str(path), original_config=original_config, cache_dir=tokenizer_cache())
     except (ValueError, FileNotFoundError, KeyError) as exc:
@@ -145,7 +170,7 @@ def _from_hub(model_id: str, allow_download: bool) -> Any:
     try:
         from diffusers import DiffusionPipeline
 
-        kw: dict[str, Any] = {"local_files_only": offline}
+        kw: dict[str, Any] = {"local_files_only": offline, **_loading()}
         if "xl" not in model_id.lower():
             kw.update(safety_checker=None, requires_safety_checker=False)
         pipe = DiffusionPipeline.from_pretrained(model_id, **kw)
@@ -164,8 +189,23 @@ def _hub_message(model_id: str, offline: bool, exc: Exception) -> str:
                                                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
     return (f"Missing the base model {model_id!r} (diffusers format, ~4 GB for SD1.5): {reason}. "
             f"Download it from https://huggingface.co/{model_id} (where there is network: "
-            f"`huggingface-cli download {model_id}`) into the Hugging Face cache {HF_HUB_CACHE}{os.sep}, "
+            f"`hf download {model_id}`) into the Hugging Face cache {HF_HUB_CACHE}{os.sep}, "
             "or pass --model a diffusers folder or a WebUI checkpoint (.safetensors) you already have.")
+
+
+def missing_model_message(model: str) -> str:
+    """Offline: the message for a hub model that is not in the Hugging Face cache ("" otherwise)."""
+    if model_kind(model) != "hub":
+        return ""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, "model_index.json")
+    except Exception:  # a malformed id: the loader reports it
+        return ""
+    if isinstance(cached, str) and os.path.isfile(cached):
+        return ""
+    return _hub_message(model, True, FileNotFoundError(model))
 
 
 def _load_vae(vae: str, allow_download: bool) -> Any:
@@ -174,12 +214,18 @@ def _load_vae(vae: str, allow_download: bool) -> Any:
     path = Path(vae).expanduser()
     try:
         if path.is_dir():
-            return AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+            return AutoencoderKL.from_pretrained(str(path), local_files_only=True, **_loading())
         if path.is_file():
             return AutoencoderKL.from_single_file(str(path))
-        return AutoencoderKL.from_pretrained(vae, local_files_only=_hub_offline(allow_download))
+        return AutoencoderKL.from_pretrained(vae, local_files_only=_hub_offline(allow_download), **_loading())
     except Exception as exc:
         raise MissingWeightsError(f"--vae {vae}: cannot load it ({type(exc).__name__}: {exc})") from None
+
+
+def _loading() -> dict[str, Any]:
+    from wplus.assets.checkpoint import diffusers_loading
+
+    return diffusers_loading()
 
 
 def _looks_like_path(model: str) -> bool:

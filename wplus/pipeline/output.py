@@ -1,32 +1,13 @@
-"""What `generate` writes: the WebUI-style parameters text (read by the WebUI's PNG Info) and labelled grids.
-
-The parameters are the WebUI's infotext: the prompt, `Negative prompt: …`, then `Key: value` pairs
-with the W+ keys from `wplus.webui.infotext`, stored in the PNG text chunk `parameters`.
-"""
+"""What `generate` writes: PNGs with the WebUI-style parameters text (read by the WebUI's PNG Info;
+written by `wplus.generation.record`, the WebUI's own record) and labelled grids."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from wplus.webui.infotext import PREFIX
-
-K_SCORE = f"{PREFIX} score"  # similarity/distance of each image's face to the reference (dlib)
-PNG_KEY = "parameters"
-
-
-def quote(value: Any) -> str:
-    """As the WebUI: values holding ',', ':' or a newline are written as JSON strings."""
-    text = str(value)
-    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
-
-
-def infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]) -> str:
-    line = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
-    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
-    return f"{prompt}{negative}\n{line}"
+from wplus.generation.record import PNG_KEY
 
 
 def save_png(image: Image.Image, path: str | Path, text: str) -> Path:

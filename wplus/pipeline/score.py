@@ -95,3 +95,11 @@ def identity_score(image: Any, reference: Any) -> Score:
     """Score of `image`'s face against `reference` (an image, or an embedding from `face_embedding`)."""
     ref = reference if isinstance(reference, np.ndarray) else face_embedding(reference)
     return compare(face_embedding(image), ref)
+
+
+SEPARATOR = "; "  # between the scores of a grid's images, in cell order, in `Wplus score`
+
+
+def format_scores(scores: list[Score]) -> str:
+    """`Wplus score` of several images: `0.930/0.280; no face; 0.851/0.330` (split on SEPARATOR)."""
+    return SEPARATOR.join(s.infotext() for s in scores)

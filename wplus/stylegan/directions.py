@@ -135,12 +135,6 @@ class DirectionLibrary:
         items = [d for d in self._by_name.values() if group is None or d.group == group]
         return sorted(items, key=lambda d: sort_key(d.group, d.name))
 
-    def by_group(self) -> dict[str, list[Direction]]:
-        out: dict[str, list[Direction]] = {}
-        for d in self.list():
-            out.setdefault(d.group, []).append(d)
-        return out
-
     def get(self, name: str) -> Direction:
         d = self._by_name.get(name) or self._by_key.get(name)
         if d is None:

@@ -160,6 +160,9 @@ def open_weights(source: Source) -> Weights:
     """A dict in memory, or a file told apart by content (safetensors or a torch pickle)."""
     if isinstance(source, dict):
         return _from_dict(source, "e4e checkpoint dict")
+    if not str(source).strip():
+        raise MissingWeightsError(missing_message(
+            registry.get("e4e"), None, "the e4e path given is empty (leave it unset to use the models folder)"))
     path = existing_file(source, WHAT, E4EFormatError, missing=lambda _text: MissingWeightsError(
         missing_message(registry.get("e4e"), None, "no file at that path", path=Path(source))))
     return _from_safetensors(path) if sniff(path) == SAFETENSORS else _from_torch_file(path)

@@ -16,11 +16,9 @@ A dict as the first arg selects this form; the positional panel values still wor
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Mapping
 
-from wplus.errors import ImageInputError
+from wplus.generation.photos import MAX_BASE64_CHARS  # noqa: F401
 from wplus.webui.options import EDITS, OPTION, OPTIONS, MixMode, OptionError, PanelArgs, Source, check_edits
 
 # the dict's keys: every option's API key and alias, at the top level ("mix_with.seed" lives inside "mix_with")
@@ -29,7 +27,6 @@ SOURCE_KEYS = ("reference", "identity", "seed")  # one of them selects the sourc
 AD_KEYS = {k.split(".", 1)[1] for o in OPTIONS if (o.api_key or "").startswith("adetailer.")
            for k in (o.api_key, *o.api_aliases)}  # inside "adetailer"
 _SOURCE_OF = {"reference": Source.PHOTO, "identity": Source.SAVED, "seed": Source.SEED}
-MAX_BASE64_CHARS = 64 * 1024 * 1024
 
 ApiArgsError = OptionError  # the API's errors are the options' errors (one message for every entry point)
 
@@ -49,29 +46,40 @@ def parse(obj: Mapping[str, Any], limits: Mapping[str, tuple[float, float]] | No
     for name in ("face_index", "start", "adapter"):
         if name in obj:
             setattr(args, name, OPTION[name].check(obj[name]))
+    _scale(obj, args)
+    edits = obj.get("edits", {})
+    if not isinstance(edits, Mapping):
+        raise ApiArgsError("W+ Adapter API: 'edits' must be a dict {direction name: strength}")
+    args.edits = check_edits(edits, limits)
+    _mix_with(obj, args)
+    if "adetailer" in obj:
+        _adetailer(obj["adetailer"], args)
+    return args
+
+
+def _scale(obj: Mapping[str, Any], args: PanelArgs) -> None:
+    """"scale" or its alias "lambda" (not both)."""
     scale = OPTION["scale"]
     given = [k for k in (scale.api_key, *scale.api_aliases) if k in obj]
     if len(given) > 1:
         raise ApiArgsError("W+ Adapter API: give 'scale' or its alias 'lambda', not both")
     if given:
         args.scale = scale.check(obj[given[0]])
-    edits = obj.get("edits", {})
-    if not isinstance(edits, Mapping):
-        raise ApiArgsError("W+ Adapter API: 'edits' must be a dict {direction name: strength}")
-    args.edits = check_edits(edits, limits)
-    if "mix_with" in obj:
-        if not isinstance(obj["mix_with"], Mapping):
-            raise ApiArgsError("W+ Adapter API: 'mix_with' must be a dict with 'reference', 'identity' or 'seed'")
-        unknown = sorted(set(obj["mix_with"]) - set(SOURCE_KEYS))
-        if unknown:
-            raise ApiArgsError(f"W+ Adapter API: unknown key(s) {unknown} in 'mix_with'; allowed: {list(SOURCE_KEYS)}")
-        args.source2, args.reference2, args.identity2, args.seed2 = _source(obj["mix_with"], "mix_with.")
-        _mix(obj.get("mix", OPTION["mix"].default), args)
-    elif "mix" in obj:
-        raise ApiArgsError("W+ Adapter API: 'mix' needs 'mix_with' (the second identity)")
-    if "adetailer" in obj:
-        _adetailer(obj["adetailer"], args)
-    return args
+
+
+def _mix_with(obj: Mapping[str, Any], args: PanelArgs) -> None:
+    """"mix_with": {one source key} and "mix": a weight or [coarse, middle, fine]."""
+    if "mix_with" not in obj:
+        if "mix" in obj:
+            raise ApiArgsError("W+ Adapter API: 'mix' needs 'mix_with' (the second identity)")
+        return
+    if not isinstance(obj["mix_with"], Mapping):
+        raise ApiArgsError("W+ Adapter API: 'mix_with' must be a dict with 'reference', 'identity' or 'seed'")
+    unknown = sorted(set(obj["mix_with"]) - set(SOURCE_KEYS))
+    if unknown:
+        raise ApiArgsError(f"W+ Adapter API: unknown key(s) {unknown} in 'mix_with'; allowed: {list(SOURCE_KEYS)}")
+    args.source2, args.reference2, args.identity2, args.seed2 = _source(obj["mix_with"], "mix_with.")
+    _mix(obj.get("mix", OPTION["mix"].default), args)
 
 
 def _adetailer(value: Any, args: PanelArgs) -> None:
@@ -97,37 +105,6 @@ def _adetailer(value: Any, args: PanelArgs) -> None:
             raise option.error(f"must be {option.what}")
         names = ", ".join(n.strip() for n in names if n.strip())
     args.ad_identities = option.check(names)
-
-
-def decode_image(value: Any):
-    """The reference photo as a `NormalizedImage` (`wplus.faces.image`, the one image decoder) from a
-    PIL image, an HxWxC array, file bytes or base64 (optionally a data: URL); None if there is none."""
-    import numpy as np
-    from PIL import Image
-
-    from wplus.faces.image import normalize_image
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if len(value) > MAX_BASE64_CHARS:
-            raise ImageInputError("W+ reference: the base64 image is larger than 64 MB")
-        text = value.split(",", 1)[1] if value.startswith("data:") else value
-        try:
-            value = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise ImageInputError("W+ reference: not valid base64 image data (send the PNG/JPEG file bytes "
-                                  "base64-encoded, optionally as a data: URL)") from e
-    if isinstance(value, (Image.Image, bytes, bytearray)):
-        src = value
-    elif hasattr(value, "__array__"):
-        src = np.asarray(value)
-    else:
-        raise ImageInputError(f"W+ reference: expected an image or base64 string, got {type(value).__name__}")
-    try:
-        return normalize_image(src)
-    except ImageInputError as e:
-        raise ImageInputError(f"W+ reference: {e}") from e
 
 
 def _source(obj: Mapping[str, Any], prefix: str) -> tuple[Source, Any, str, int]:

@@ -7,16 +7,19 @@ and after the first download; GANSpace sliders appear once their table is on dis
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+from wplus.generation.adapters import (  # noqa: F401  (the panel lists what the rule chooses from)
+    ADAPTER_SUFFIXES,
+    DEFAULT_ADAPTER,
+    adapter_dirs,
+    choose_adapter,
+    find_adapter,
+    list_adapters,
+)
 from wplus.geometry import NUM_STYLES
-
-ADAPTER_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
-DEFAULT_ADAPTER = "wplus_adapter.bin"
-
 
 FIRST_SCREEN = ("smile", "age", "gender", "glasses")  # the edits shown without opening an accordion
 SOURCE_LABELS = {"interfacegan": "InterFaceGAN", "latent": "latent", "ganspace": "GANSpace", "user": "your file"}
@@ -87,48 +90,14 @@ class AdapterChoices:
     info: str = ""
 
 
-def adapter_dirs(models_dir: Path, extra: Iterable[Path] = ()) -> list[Path]:
-    dirs = [Path(models_dir)]
-    dirs += [Path(d) for d in extra if Path(d) not in dirs]
-    return dirs
-
-
-def list_adapters(dirs: Iterable[Path]) -> list[str]:
-    """Adapter files by name; the default adapter is always listed (it downloads on first use)."""
-    names = {DEFAULT_ADAPTER}
-    for d in dirs:
-        if Path(d).is_dir():
-            names.update(p.name for p in Path(d).iterdir()
-                         if p.is_file() and p.suffix.lower() in ADAPTER_SUFFIXES and _looks_like_adapter(p))
-    return sorted(names, key=lambda n: (n != DEFAULT_ADAPTER, n.lower()))
-
-
 def adapter_choices(dirs: Iterable[Path], current: str = "", missing_note: str = "") -> AdapterChoices:
     """Keep `current` when it is listed; else the default adapter when it is on disk, else a file
     that is; else the default, with `missing_note` saying what happens to it on first use."""
     dirs = list(dirs)
     names = list_adapters(dirs)
-    if current and current in names:
-        value = current
-    else:
-        present = [n for n in names if find_adapter(n, dirs) is not None]
-        value = DEFAULT_ADAPTER if DEFAULT_ADAPTER in present or not present else present[0]
+    value = current if current and current in names else choose_adapter("", dirs)
     missing = value == DEFAULT_ADAPTER and find_adapter(value, dirs) is None
     return AdapterChoices(names, value, f"{DEFAULT_ADAPTER}: {missing_note}" if missing and missing_note else "")
-
-
-def find_adapter(name: str, dirs: Iterable[Path]) -> Path | None:
-    name = os.path.basename(name or DEFAULT_ADAPTER)
-    for d in dirs:
-        candidate = Path(d) / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _looks_like_adapter(path: Path) -> bool:
-    # the e4e checkpoint and identity files share suffixes with adapters
-    return not path.name.startswith(("e4e", ".")) and "identit" not in path.name
 
 
 def list_identities(models_dir: Path) -> list[str]:

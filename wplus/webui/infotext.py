@@ -1,98 +1,41 @@
-"""The W+ parameters in an image's infotext ("Wplus lambda: 1.0, ...") and back to panel values.
-
-Keys start with "Wplus", not "W+": the WebUI's infotext grammar only accepts word characters,
-spaces, '-' and '/' in keys, so a "W+ ..." key would not survive pasting back. Values stay free of
-',' and ':' where possible (the WebUI quotes such values, which also parses back).
-"""
+"""A pasted infotext's W+ parameters back to panel values (the keys and how a generation writes
+them: `wplus.generation.record`), and infotext text without the user's local paths."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from wplus.stylegan import edit_text
-from wplus.stylegan.edit_text import format_edits
-from wplus.webui.options import (
-    EDITS,
-    INFOTEXT_KEYS,
-    INFOTEXT_PREFIX,
-    OPTION,
-    RECORDED_KEYS,
-    SAME_SCALE,
-    MixMode,
-    PanelArgs,
-    Source,
-    check_edits,
+from wplus.generation.record import (  # noqa: F401  (the keys and the writer, for the WebUI glue)
+    AD_OFF,
+    ALL_KEYS,
+    K_AD,
+    K_AD_IDENTITIES,
+    K_AD_LAMBDA,
+    K_ADAPTER,
+    K_ADAPTER_HASH,
+    K_EDITS,
+    K_FACE,
+    K_IDENTITY,
+    K_IDENTITY_HASH,
+    K_LAMBDA,
+    K_MIX,
+    K_START,
+    PHOTO_LABEL,
+    PREFIX,
+    SEED_LABEL,
+    GenerationInfo,
+    format_mix,
+    params,
+    source_label,
 )
-
-PREFIX = INFOTEXT_PREFIX
-K_IDENTITY = OPTION["source"].infotext_key
-K_IDENTITY_HASH, K_ADAPTER_HASH = RECORDED_KEYS
-K_FACE = OPTION["face_index"].infotext_key
-K_LAMBDA = OPTION["scale"].infotext_key
-K_START = OPTION["start"].infotext_key
-K_EDITS = EDITS.infotext_key
-K_MIX = OPTION["source2"].infotext_key
-K_ADAPTER = OPTION["adapter"].infotext_key
-K_AD = OPTION["ad_enabled"].infotext_key  # "off" when the face pass was turned off (absent: on)
-K_AD_LAMBDA = OPTION["ad_scale"].infotext_key  # written when the branch ran in ADetailer's face pass
-K_AD_IDENTITIES = OPTION["ad_identities"].infotext_key  # "alice; bob": one per face, in ADetailer's order
-AD_OFF = "off"
-ALL_KEYS = INFOTEXT_KEYS
-
-PHOTO_LABEL = "photo"
-SEED_LABEL = "seed"
-
-
-@dataclass
-class GenerationInfo:
-    """What a generation used, for the infotext."""
-
-    identity_label: str  # saved identity name, "photo" or "seed 42"
-    identity_hash: str
-    scale: float
-    start: float  # percent
-    adapter_name: str
-    adapter_hash: str
-    face_index: int = -1
-    edits: dict[str, float] = field(default_factory=dict)
-    mix_label: str = ""
-    mix_weights: float | tuple[float, float, float] | None = None
-
-
-def source_label(source: str, identity: str, seed: int) -> str:
-    if source == Source.SAVED:
-        return identity
-    if source == Source.SEED:
-        return f"{SEED_LABEL} {int(seed)}"
-    return PHOTO_LABEL
-
-
-def params(info: GenerationInfo) -> dict[str, Any]:
-    """Entries for `p.extra_generation_params`."""
-    out: dict[str, Any] = {
-        K_IDENTITY: info.identity_label,
-        K_IDENTITY_HASH: info.identity_hash,
-        K_FACE: info.face_index if info.identity_label == PHOTO_LABEL and info.face_index >= 0 else None,
-        K_LAMBDA: _num(info.scale),
-        K_START: _num(info.start),
-        K_EDITS: format_edits(info.edits) or None,
-        K_MIX: format_mix(info.mix_label, info.mix_weights) if info.mix_label else None,
-        K_ADAPTER: info.adapter_name,
-        K_ADAPTER_HASH: info.adapter_hash,
-    }
-    return {k: v for k, v in out.items() if v is not None}
+from wplus.stylegan import edit_text
+from wplus.stylegan.edit_text import format_edits  # noqa: F401
+from wplus.webui.options import OPTION, SAME_SCALE, MixMode, PanelArgs, Source, check_edits
 
 
 def parse_edits(text: str) -> dict[str, float]:
     """The edits of a pasted infotext (parts that do not parse are skipped)."""
     return edit_text.parse_edits(text, strict=False)
-
-
-def format_mix(label: str, weights: float | Sequence[float] | None) -> str:
-    if isinstance(weights, (tuple, list)):
-        return f"{label}@" + "/".join(_num(w) for w in weights)
-    return f"{label}@{_num(weights if weights is not None else 0.5)}"
 
 
 def parse_mix(text: str) -> tuple[str, float | tuple[float, float, float]] | None:
@@ -164,8 +107,6 @@ def _parse_label(label: str, suffix: str) -> tuple[Source, str, int]:
     return Source.SAVED, OPTION["identity" + suffix].check(label), 0
 
 
-def _num(x: float) -> str:
-    return f"{float(x):g}"
 
 
 

@@ -23,6 +23,10 @@ REFRESH_SYMBOL = "\U0001f504"  # 🔄
 RESET_SYMBOL = "\u21ba"  # ↺
 HINTS_ATTR = "data-wplus-controls"  # the hidden element javascript/wplus.js reads its table from
 TITLE = "W+ Adapter"
+MORE_PHOTOS_TITLE = "More photos of the same person"  # the accordion; its file box has the option's label
+FACE_INDEX_INFO = "0, 1, 2…: the faces from left to right"  # the label says what -1 is
+AD_IDENTITIES_PLACEHOLDER = "alice, bob (empty: the identity above)"  # the hint says the rest
+ALIGNED_LABEL = "Aligned face (e4e sees it on white)"
 
 # controls that are not options: element id suffix -> hover hint
 BUTTON_HINTS = {
@@ -32,7 +36,8 @@ BUTTON_HINTS = {
     "preview": "Show the aligned face and StyleGAN's rendering of the edited code, without running diffusion.",
     "save_name": "Name for the identity file (models/identities/NAME.safetensors).",
     "save": "Save the current identity (with its edits and mix baked in) for reuse, the API and X/Y/Z plots.",
-    "aligned": "The face as the encoder sees it: FFHQ-aligned, background whitened.",
+    "aligned": "The detected face, FFHQ-aligned, shown with the photo's background; e4e encodes it with the "
+               "background set to white.",
     "rendered": "StyleGAN's rendering of the W+ code after edits and mixing: a preview of the face that is injected.",
 }
 
@@ -100,105 +105,155 @@ def _kw(name: str, d: PanelArgs, elem_id: Callable[[str], str], **extra) -> dict
 def build(elem_id: Callable[[str], str], directions: Sequence[DirectionInfo], identities: Sequence[str],
           adapters: AdapterChoices, callbacks: PanelCallbacks, accordion_cls: Any = None,
           tool_button_cls: Any = None, defaults: PanelArgs | None = None, adetailer: bool = False) -> Panel:
+    """The panel's components, wired. `adetailer`: ADetailer is installed (otherwise the face-pass
+    group is hidden; its controls stay in the positional args with their defaults)."""
     import gradio as gr
 
     d = defaults or PanelArgs()
     panel = Panel(direction_names=[x.name for x in directions], hints=control_table(directions))
-    f = panel.by_field
     tool = tool_button_cls or (lambda value, **kw: gr.Button(value=value, size="sm", **kw))
+    b = _Builder(gr, panel, d, elem_id, tool)
 
     with _accordion(gr, accordion_cls, elem_id("enabled"), d.enabled) as acc:
-        f["enabled"] = acc.checkbox if hasattr(acc, "checkbox") else acc
+        panel.by_field["enabled"] = acc.checkbox if hasattr(acc, "checkbox") else acc
         gr.HTML(f'<div hidden {HINTS_ATTR}="{html.escape(json.dumps(panel.hints), quote=True)}"></div>',
                 elem_id=elem_id("controls_data"), elem_classes=["wplus-controls-data"])
-        with gr.Row():
-            f["source"] = gr.Radio(**_kw("source", d, elem_id))
-        with gr.Row():
-            with gr.Column(visible=d.source == Source.PHOTO) as photo_col:
-                f["reference"] = gr.Image(type="pil", **_upload_only(gr), height=256, **_kw("reference", d, elem_id))
-                with gr.Accordion("More photos of the same person", open=False,
-                                  elem_id=elem_id("more_references_accordion")):
-                    f["more_references"] = gr.File(file_count="multiple", file_types=["image"], type=_file_type(gr),
-                                                   **_kw("more_references", d, elem_id))
-                f["face_index"] = gr.Number(**_kw("face_index", d, elem_id))
-            with gr.Column(visible=d.source == Source.SAVED) as id_col:
-                with gr.Row():
-                    f["identity"] = gr.Dropdown(list(identities), **_kw("identity", d, elem_id, value=d.identity or ""))
-                    refresh_ids = tool(value=REFRESH_SYMBOL, elem_id=elem_id("refresh_identities"))
-            with gr.Column(visible=d.source == Source.SEED) as seed_col:
-                f["seed"] = gr.Number(**_kw("seed", d, elem_id))
-        with gr.Row():
-            f["scale"] = gr.Slider(**_kw("scale", d, elem_id))
-            f["start"] = gr.Slider(**_kw("start", d, elem_id))
+        columns = _identity_section(b, identities)
+        _edits_section(b, directions)
+        groups_row = _mix_section(b, identities)
+        _adetailer_section(b, adetailer)
+        _adapter_section(b, adapters)
+        _preview_section(b)
 
-        first = [x for x in directions if x.name in FIRST_SCREEN and not x.advanced]
-        rest = [x for x in directions if x not in first]
-        with gr.Row():
-            for info in first:
-                _edit_slider(gr, panel, info, d, elem_id)
-        reset_edits = gr.Button(f"{RESET_SYMBOL} Reset all edits", size="sm", elem_id=elem_id("reset_edits"))
-        with gr.Accordion("More edits", open=False, elem_id=elem_id("edits_accordion")):
-            for group, items in _grouped([x for x in rest if not x.advanced]):
-                with gr.Accordion(group_label(group), open=False):
-                    for info in items:
-                        _edit_slider(gr, panel, info, d, elem_id)
-            advanced = [x for x in rest if x.advanced]
-            if advanced:
-                with gr.Accordion("Advanced: the same attributes from other sources", open=False,
-                                  elem_id=elem_id("advanced_edits")):
-                    for info in advanced:
-                        _edit_slider(gr, panel, info, d, elem_id)
-            if not directions:
-                gr.HTML("<p>No edit directions found (models/w_direction).</p>")
-
-        with gr.Accordion("Mix with a second identity", open=False, elem_id=elem_id("mix_accordion")):
-            f["source2"] = gr.Radio(**_kw("source2", d, elem_id))
-            with gr.Row():
-                f["reference2"] = gr.Image(type="pil", **_upload_only(gr), height=192,
-                                           visible=d.source2 == Source.PHOTO, **_kw("reference2", d, elem_id))
-                f["identity2"] = gr.Dropdown(list(identities), visible=d.source2 == Source.SAVED,
-                                             **_kw("identity2", d, elem_id, value=d.identity2 or ""))
-                f["seed2"] = gr.Number(visible=d.source2 == Source.SEED, **_kw("seed2", d, elem_id))
-            f["mix_mode"] = gr.Radio(**_kw("mix_mode", d, elem_id))
-            global_mix = d.mix_mode == MixMode.GLOBAL
-            f["mix"] = gr.Slider(visible=global_mix, **_kw("mix", d, elem_id))
-            with gr.Row(visible=not global_mix) as groups_row:
-                for name in ("mix_coarse", "mix_middle", "mix_fine"):
-                    f[name] = gr.Slider(**_kw(name, d, elem_id))
-
-        with gr.Accordion("In ADetailer's face pass", open=False, elem_id=elem_id("ad_accordion")):
-            f["ad_enabled"] = gr.Checkbox(info=None if adetailer else "ADetailer is not installed",
-                                          **_kw("ad_enabled", d, elem_id))
-            with gr.Row():
-                f["ad_scale"] = gr.Slider(**_kw("ad_scale", d, elem_id))
-                f["ad_identities"] = gr.Textbox(placeholder="alice, bob (saved identities, in ADetailer's order; "
-                                                            "empty: the identity above)",
-                                                **_kw("ad_identities", d, elem_id))
-
-        with gr.Accordion("Adapter file", open=False, elem_id=elem_id("adapter_accordion")):
-            with gr.Row():
-                f["adapter"] = gr.Dropdown(list(adapters.names), info=adapters.info or None,
-                                           **_kw("adapter", d, elem_id, value=d.adapter or adapters.value))
-                refresh_adapters = tool(value=REFRESH_SYMBOL, elem_id=elem_id("refresh_adapters"))
-
-        with gr.Accordion("Preview and save", open=False, elem_id=elem_id("preview_accordion")):
-            with gr.Row():
-                aligned = gr.Image(label="Aligned face", interactive=False, elem_id=elem_id("aligned"), height=192)
-                rendered = gr.Image(label="Edited face (StyleGAN)", interactive=False, elem_id=elem_id("rendered"),
-                                    height=192)
-            with gr.Row():
-                preview_btn = gr.Button("Preview face", elem_id=elem_id("preview"))
-                save_name = gr.Textbox(label="Identity name", placeholder="name to save as",
-                                       elem_id=elem_id("save_name"))
-                save_btn = gr.Button("Save identity", elem_id=elem_id("save"))
-            status = gr.Markdown("", elem_id=elem_id("status"))
-
+    f = panel.by_field
     panel.inputs = [f[name] for name in FIXED_FIELDS] + [panel.edit_sliders[n] for n in panel.direction_names]
-    panel.extras.update(aligned=aligned, rendered=rendered, status=status, preview=preview_btn, save=save_btn,
-                        save_name=save_name, reset_edits=reset_edits, refresh_adapters=refresh_adapters,
-                        refresh_identities=refresh_ids, accordion=acc, photo_column=photo_col)
-    _wire(gr, panel, callbacks, photo_col, id_col, seed_col, groups_row)
+    panel.extras.update(accordion=acc, photo_column=columns[0])
+    _wire(gr, panel, callbacks, *columns, groups_row)
     return panel
+
+
+@dataclass
+class _Builder:
+    """What every section of the panel is built with."""
+
+    gr: Any
+    panel: Panel
+    d: PanelArgs
+    elem_id: Callable[[str], str]
+    tool: Callable[..., Any]
+
+    def kw(self, name: str, **extra) -> dict:
+        return _kw(name, self.d, self.elem_id, **extra)
+
+
+def _listed(value: str, choices: Sequence[str]) -> str | None:
+    """A dropdown's start value: one of its choices, or None (gradio 4 warns about any other)."""
+    return value if value in choices else None
+
+
+def _identity_section(b: _Builder, identities: Sequence[str]) -> tuple:
+    """Source, then one column per source: photo (+ more photos, face index), saved identity, seed."""
+    gr, f, d = b.gr, b.panel.by_field, b.d
+    with gr.Row():
+        f["source"] = gr.Radio(**b.kw("source"))
+    with gr.Row():
+        with gr.Column(visible=d.source == Source.PHOTO) as photo_col:
+            f["reference"] = gr.Image(type="pil", **_upload_only(gr), height=256, **b.kw("reference"))
+            with gr.Accordion(MORE_PHOTOS_TITLE, open=False, elem_id=b.elem_id("more_references_accordion")):
+                f["more_references"] = gr.File(file_count="multiple", file_types=["image"], type=_file_type(gr),
+                                               **b.kw("more_references"))
+            f["face_index"] = gr.Number(info=FACE_INDEX_INFO, **b.kw("face_index"))
+        with gr.Column(visible=d.source == Source.SAVED) as id_col:
+            with gr.Row():
+                f["identity"] = gr.Dropdown(list(identities), allow_custom_value=True,
+                                            **b.kw("identity", value=_listed(d.identity, identities)))
+                b.panel.extras["refresh_identities"] = b.tool(value=REFRESH_SYMBOL,
+                                                              elem_id=b.elem_id("refresh_identities"))
+        with gr.Column(visible=d.source == Source.SEED) as seed_col:
+            f["seed"] = gr.Number(**b.kw("seed"))
+    with gr.Row():
+        f["scale"] = gr.Slider(**b.kw("scale"))
+        f["start"] = gr.Slider(**b.kw("start"))
+    return photo_col, id_col, seed_col
+
+
+def _edits_section(b: _Builder, directions: Sequence[DirectionInfo]) -> None:
+    """The most-used edits, a reset button, then the others grouped in a collapsed accordion."""
+    gr = b.gr
+    first = [x for x in directions if x.name in FIRST_SCREEN and not x.advanced]
+    rest = [x for x in directions if x not in first]
+    with gr.Row():
+        for info in first:
+            _edit_slider(gr, b.panel, info, b.d, b.elem_id)
+    b.panel.extras["reset_edits"] = gr.Button(f"{RESET_SYMBOL} Reset all edits", size="sm",
+                                              elem_id=b.elem_id("reset_edits"))
+    with gr.Accordion("More edits", open=False, elem_id=b.elem_id("edits_accordion")):
+        for group, items in _grouped([x for x in rest if not x.advanced]):
+            with gr.Accordion(group_label(group), open=False):
+                for info in items:
+                    _edit_slider(gr, b.panel, info, b.d, b.elem_id)
+        advanced = [x for x in rest if x.advanced]
+        if advanced:
+            with gr.Accordion("Advanced: the same attributes from other sources", open=False,
+                              elem_id=b.elem_id("advanced_edits")):
+                for info in advanced:
+                    _edit_slider(gr, b.panel, info, b.d, b.elem_id)
+        if not directions:
+            gr.HTML("<p>No edit directions found (models/w_direction).</p>")
+
+
+def _mix_section(b: _Builder, identities: Sequence[str]) -> Any:
+    """The second identity and its weights; returns the row of per-group sliders."""
+    gr, f, d = b.gr, b.panel.by_field, b.d
+    with gr.Accordion("Mix with a second identity", open=False, elem_id=b.elem_id("mix_accordion")):
+        f["source2"] = gr.Radio(**b.kw("source2"))
+        with gr.Row():
+            f["reference2"] = gr.Image(type="pil", **_upload_only(gr), height=192,
+                                       visible=d.source2 == Source.PHOTO, **b.kw("reference2"))
+            f["identity2"] = gr.Dropdown(list(identities), visible=d.source2 == Source.SAVED, allow_custom_value=True,
+                                         **b.kw("identity2", value=_listed(d.identity2, identities)))
+            f["seed2"] = gr.Number(visible=d.source2 == Source.SEED, **b.kw("seed2"))
+        f["mix_mode"] = gr.Radio(**b.kw("mix_mode"))
+        global_mix = d.mix_mode == MixMode.GLOBAL
+        f["mix"] = gr.Slider(visible=global_mix, **b.kw("mix"))
+        with gr.Row(visible=not global_mix) as groups_row:
+            for name in ("mix_coarse", "mix_middle", "mix_fine"):
+                f[name] = gr.Slider(**b.kw(name))
+    return groups_row
+
+
+def _adetailer_section(b: _Builder, installed: bool) -> None:
+    """ADetailer's face pass; hidden when ADetailer is not installed (the session ignores it then)."""
+    gr, f = b.gr, b.panel.by_field
+    with gr.Accordion("In ADetailer's face pass", open=False, visible=installed, elem_id=b.elem_id("ad_accordion")):
+        f["ad_enabled"] = gr.Checkbox(**b.kw("ad_enabled"))
+        f["ad_scale"] = gr.Slider(**b.kw("ad_scale"))
+        f["ad_identities"] = gr.Textbox(placeholder=AD_IDENTITIES_PLACEHOLDER, **b.kw("ad_identities"))
+
+
+def _adapter_section(b: _Builder, adapters: AdapterChoices) -> None:
+    gr, f = b.gr, b.panel.by_field
+    with gr.Accordion("Adapter file", open=False, elem_id=b.elem_id("adapter_accordion")):
+        with gr.Row():
+            f["adapter"] = gr.Dropdown(list(adapters.names), info=adapters.info or None,
+                                       **b.kw("adapter", value=b.d.adapter or adapters.value))
+            b.panel.extras["refresh_adapters"] = b.tool(value=REFRESH_SYMBOL, elem_id=b.elem_id("refresh_adapters"))
+
+
+def _preview_section(b: _Builder) -> None:
+    gr, elem_id = b.gr, b.elem_id
+    with gr.Accordion("Preview and save", open=False, elem_id=elem_id("preview_accordion")):
+        with gr.Row():
+            aligned = gr.Image(label=ALIGNED_LABEL, interactive=False, elem_id=elem_id("aligned"), height=192)
+            rendered = gr.Image(label="Edited face (StyleGAN)", interactive=False, elem_id=elem_id("rendered"),
+                                height=192)
+        with gr.Row():
+            preview_btn = gr.Button("Preview face", elem_id=elem_id("preview"))
+            save_name = gr.Textbox(label="Identity name", placeholder="name to save as", elem_id=elem_id("save_name"))
+            save_btn = gr.Button("Save identity", elem_id=elem_id("save"))
+        status = gr.Markdown("", elem_id=elem_id("status"))
+    b.panel.extras.update(aligned=aligned, rendered=rendered, status=status, preview=preview_btn, save=save_btn,
+                          save_name=save_name)
 
 
 def _edit_slider(gr, panel: Panel, info: DirectionInfo, d: PanelArgs, elem_id: Callable[[str], str]) -> None:

@@ -1,8 +1,9 @@
-"""The frozen base model: from a diffusers folder or a single-file WebUI checkpoint, fully offline.
+"""A Stable Diffusion base model from a diffusers folder or a single-file WebUI checkpoint, fully offline
+(the diffusers pipeline and the trainer both load through here).
 
 Single files (`.safetensors`/`.ckpt`, the WebUI's own format) are converted with diffusers' ldm
 converters; the UNet/VAE configs come from the original ldm/sgm YAML (ours in
-`trainer/configs/models/<arch>.yaml` or `--original-config`), text-encoder configs are read off the
+`wplus/assets/model_configs/<arch>.yaml` or `--original-config`), text-encoder configs are read off the
 checkpoint's tensor shapes, and the CLIP tokenizer comes from `--tokenizer` or is built from
 open_clip's BPE vocabulary (same merges as OpenAI CLIP), so nothing is fetched from the hub.
 """
@@ -25,8 +26,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from wplus.assets.io import SAFETENSORS, load_pickle, read_safetensors, sniff
 from wplus.errors import WPlusError
 
-MODEL_CONFIGS = Path(__file__).resolve().parent / "configs" / "models"
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 CLIP_VOCAB_SIZE = 49408
+_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 
 
 @dataclass
@@ -73,7 +75,7 @@ def open_clip_bpe_path() -> Optional[Path]:
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    path = Path(list(spec.submodule_search_locations)[0]) / _BPE_FILE
     return path if path.is_file() else None
 
 
@@ -86,17 +88,29 @@ def write_clip_tokenizer(folder: str | Path, bpe_path: Optional[str | Path] = No
     """
     bpe_path = Path(bpe_path) if bpe_path else open_clip_bpe_path()
     if bpe_path is None:
-        raise FileNotFoundError("no CLIP BPE vocabulary: pass --tokenizer FOLDER (vocab.json + merges.txt) "
-                                "or install open-clip-torch (it ships bpe_simple_vocab_16e6.txt.gz)")
+        raise FileNotFoundError(f"no CLIP BPE vocabulary is installed (open_clip's {_BPE_FILE})")
     lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]
     symbols = list(_bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return _write_tokenizer(folder, vocab, merges, pad_token)
+
+
+def write_byte_tokenizer(folder: str | Path, pad_token: str = "<|endoftext|>") -> Path:
+    """A CLIPTokenizer with CLIP's byte alphabet and no merges (514 tokens: every word is spelled byte
+    by byte), made here without any vocabulary file: for tiny test models when CLIP's BPE
+    vocabulary is not installed. Not for real models (their text encoders expect CLIP's tokens)."""
+    symbols = list(_bytes_to_unicode().values())
+    return _write_tokenizer(folder, symbols + [s + "</w>" for s in symbols], [], pad_token)
+
+
+def _write_tokenizer(folder: str | Path, vocab: list[str], merges: list[tuple], pad_token: str) -> Path:
+    vocab = vocab + ["<|startoftext|>", "<|endoftext|>"]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False),
+                                       encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in merges),
                                        encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
@@ -124,7 +138,13 @@ def load_tokenizer(folder: Optional[str], cache_dir: Path, pad_token: str = "<|e
     if folder is None:
         folder = str(cache_dir / ("clip_tokenizer" + ("_pad_excl" if pad_token == "!" else "")))
         if not (Path(folder) / "vocab.json").is_file():
-            write_clip_tokenizer(folder, pad_token=pad_token)
+            try:
+                write_clip_tokenizer(folder, pad_token=pad_token)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(
+                    f"{exc}: pass --tokenizer FOLDER (a CLIP tokenizer: vocab.json + merges.txt, e.g. the "
+                    "tokenizer/ folder of any SD1.5 diffusers model), or install only the vocabulary's package "
+                    "with `pip install --no-deps open-clip-torch` (--no-deps keeps your torch)") from None
     tok = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     if len(tok) != CLIP_VOCAB_SIZE:
         raise ValueError(f"{folder}: a CLIP tokenizer has {CLIP_VOCAB_SIZE} tokens, this one {len(tok)}")
@@ -151,13 +171,19 @@ def load_base_model(path: str, *, arch: str = "auto", original_config: Optional[
     return model
 
 
+def diffusers_loading() -> dict[str, Any]:
+    """Keyword arguments for diffusers' `from_pretrained`: without `accelerate` installed (a plain
+    `pip install`), low-memory loading is off, said here rather than warned about at every load."""
+    return {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
+
+
 def _load_diffusers_folder(p: Path) -> BaseModel:
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (p / sub).is_dir():
             raise FileNotFoundError(f"{p} is not a diffusers model folder: {sub}/ is missing")
     kw = {"local_files_only": True}
-    unet = UNet2DConditionModel.from_pretrained(p, subfolder="unet", **kw)
-    vae = AutoencoderKL.from_pretrained(p, subfolder="vae", **kw)
+    unet = UNet2DConditionModel.from_pretrained(p, subfolder="unet", **kw, **diffusers_loading())
+    vae = AutoencoderKL.from_pretrained(p, subfolder="vae", **kw, **diffusers_loading())
     encoders = [CLIPTextModel.from_pretrained(p, subfolder="text_encoder", **kw)]
     tokenizers = [CLIPTokenizer.from_pretrained(p, subfolder="tokenizer", **kw)]
     arch = "sd1"
