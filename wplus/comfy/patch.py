@@ -33,20 +33,9 @@ from wplus.branch.rows import BANK_IDENTITY, forge_call_rows
 from wplus.comfy.layers import LayerPlace, layer_places
 from wplus.comfy.schedule import Window
 from wplus.errors import WPlusError
+from wplus.generation.schedule import token_bank
 
 Attention = Callable[..., torch.Tensor]  # ComfyUI's optimized_attention(q, k, v, heads, ...)
-
-
-def token_bank(adapter: WPlusAdapter, codes: torch.Tensor) -> torch.Tensor:
-    """(N+1,4,D): the N identities' tokens, then the all-zero W+ tokens of the unconditional rows."""
-    try:
-        from wplus.generation.schedule import token_bank as core_bank
-    except ImportError:  # until wplus.generation lands
-        core_bank = None
-    with torch.no_grad():
-        if core_bank is not None:
-            return core_bank(adapter, codes)
-        return torch.cat([torch.cat([adapter.project(c[None]) for c in codes]), adapter.zero_tokens(1)])
 
 
 class IdentityBranch:

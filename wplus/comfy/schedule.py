@@ -14,19 +14,7 @@ from typing import Any
 
 import torch
 
-try:  # the host-neutral schedule, once the generation layer is there
-    from wplus.generation.schedule import branch_on as _core_branch_on
-except ImportError:  # pragma: no cover - until wplus.generation lands
-    _core_branch_on = None
-
-
-def branch_on(step: int, steps: int, start_percent: float) -> bool:
-    """The core's one start rule: off at every step index <= min(int(start/100 · steps), 30)."""
-    if _core_branch_on is not None:
-        return _core_branch_on(step, steps, start_percent)
-    from wplus.branch.rows import paper_start_step
-
-    return step > paper_start_step(start_percent, steps)
+from wplus.generation.schedule import branch_on
 
 
 def step_index(sigma: float, schedule: torch.Tensor) -> int:
