@@ -91,32 +91,18 @@ def identity_names() -> list[str]:
     return sorted(names, key=str.lower)
 
 
-def check_name(name: str) -> str:
-    """A saved identity's name, never a path (until wplus.identity.files checks this itself)."""
-    try:
-        from wplus.identity.files import check_identity_name
-    except ImportError:
-        check_identity_name = None
-    if check_identity_name is not None:
-        return check_identity_name(name)
-    text = str(name)
-    if not text.strip() or any(c in text for c in "/\\\0") or text.strip(". ") == "" or len(text) > 120:
-        raise WPlusError(f"W+: {text[:80]!r} is not an identity name: give a saved identity's name, not a path")
-    return text
-
-
 def load_identity(name: str):
     """The saved identity of that name, from the first identities folder that holds it."""
-    from wplus.identity.files import identity_path
+    from wplus.identity.files import check_identity_name, identity_path
     from wplus.identity.files import load_identity as load
 
-    name = check_name(name)
+    name = check_identity_name(name)
     for folder in identity_folders():
         try:
-            path = identity_path(name, folder)
+            identity_path(name, folder)
         except IdentityNotFoundError:
             continue
-        return load(path)
+        return load(name, folder, allow_paths=False)
     known = identity_names()
     raise IdentityNotFoundError(f"W+: no identity called {name!r} in {_folders(IDENTITY_FOLDER)}; saved: "
                                 f"{', '.join(known[:20]) or 'none yet'}. Make one with 'W+ Identity from Image' "
@@ -125,12 +111,12 @@ def load_identity(name: str):
 
 def save_identity(identity: Any, name: str) -> Path:
     """Into ComfyUI's `models/wplus/identities/` (created when missing)."""
-    from wplus.identity.files import safe_name
+    from wplus.identity.files import check_identity_name, safe_name
     from wplus.identity.files import save_identity as save
 
     folder = identity_folders()[0]
     folder.mkdir(parents=True, exist_ok=True)
-    return save(identity, safe_name(check_name(name)), folder)
+    return save(identity, safe_name(check_identity_name(name)), folder)
 
 
 def models_dir(key: str) -> Path:
