@@ -41,7 +41,7 @@ def sample(base, model, w: torch.Tensor, prompt: str, seed: int, steps: int, gui
     x = (x * sched.init_noise_sigma).to(unet.device, unet.dtype)
     context, added = base.encode_prompt([prompt, ""], size)
     bank = token_bank(model.adapter, w.reshape(1, *WPLUS_SHAPE))
-    model.handle.tokens = bank[list(rows.cfg_row_index(2, 1))]  # [identity, zero-W+]
+    model.handle.tokens = bank[rows.cfg_row_index(2, 1)]  # rows [identity, zero-W+]
     schedule = Schedule(scale, start)
     for i, t in enumerate(sched.timesteps):
         model.handle.scale = schedule.scale_at(i, steps)

@@ -36,7 +36,7 @@ def test_without_the_bpe_vocabulary_it_makes_its_own_tokenizer(tmp_path):
     assert json.loads((out / "tiny_model.json").read_text())["tokenizer"] == "bytes"
     from transformers import CLIPTokenizer
 
-    from trainer.models import load_base_model
+    from wplus.assets.checkpoint import load_base_model
     tok = CLIPTokenizer.from_pretrained(out / "tokenizer", local_files_only=True)
     assert len(tok) == 514 and json.loads((out / "text_encoder" / "config.json").read_text())["vocab_size"] == 514
     ids = tok(["a photo of a person"]).input_ids[0]
@@ -91,10 +91,10 @@ def test_an_existing_folder_is_not_overwritten(tmp_path, capsys, no_vocabulary):
 
 def test_the_trainer_names_its_own_tokenizer_option(tmp_path, monkeypatch):
     """train.py has --tokenizer (for single-file checkpoints); the advice to install open_clip keeps torch."""
-    import trainer.models
-    monkeypatch.setattr(trainer.models, "open_clip_bpe_path", lambda: None)
+    import wplus.assets.checkpoint as checkpoint
+    monkeypatch.setattr(checkpoint, "open_clip_bpe_path", lambda: None)
     with pytest.raises(FileNotFoundError) as info:
-        trainer.models.load_tokenizer(None, tmp_path)
+        checkpoint.load_tokenizer(None, tmp_path)
     text = str(info.value)
     assert text.startswith("no CLIP BPE vocabulary is installed (open_clip's bpe_simple_vocab_16e6.txt.gz): "
                            "pass --tokenizer FOLDER")
