@@ -210,10 +210,10 @@ class WPlusMixIdentities:
 
     def mix(self, identity_a: Any, identity_b: Any, mode: str, weight: float, coarse: float, middle: float,
             fine: float) -> tuple:
-        from wplus.stylegan.directions import mix
+        from wplus.generation.resolve import mix_codes
 
-        alpha = float(weight) if mode == "global" else {"coarse": coarse, "middle": middle, "fine": fine}
-        code = mix(identity_a.wplus, identity_b.wplus, alpha)
+        weights = float(weight) if mode == "global" else (float(coarse), float(middle), float(fine))
+        code = mix_codes(identity_a.wplus, identity_b.wplus, weights)
         return (_identity(code, f"{identity_a.name} x {identity_b.name}", "mix", thumbnail=identity_a.thumbnail),)
 
 
@@ -234,6 +234,7 @@ class WPlusEditIdentity:
 
     def edit(self, identity: Any, edits: str = "", **sliders: float) -> tuple:
         from wplus.assets import registry
+        from wplus.generation.options import check_edits
         from wplus.stylegan.directions import apply_edits, default_library, parse_edits
         from wplus.stylegan.edit_text import format_edits
 
@@ -243,6 +244,8 @@ class WPlusEditIdentity:
         if not chosen:
             return (identity,)
         library = default_library(files.models_dir(registry.direction_files()[0].key))
+        limits = {name: (library.get(name).minimum, library.get(name).maximum) for name in chosen}
+        chosen = check_edits(chosen, limits)  # each direction's own range, as in the WebUI and the CLI
         code = apply_edits(identity.wplus, chosen, library)
         return (_identity(code, identity.name, identity.source, thumbnail=identity.thumbnail,
                           edits=format_edits(chosen), wplus_unedited=identity.wplus),)
