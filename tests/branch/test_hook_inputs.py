@@ -7,19 +7,13 @@ import pytest
 import torch
 
 import wplus
-from helpers.unet_fixtures import hook_count
+from helpers.unet_fixtures import hook_count, tiny_diffusers_unet
 from wplus.errors import WPlusError
 
 
 @pytest.fixture(scope="module")
 def unet():
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=8).eval()
+    return tiny_diffusers_unet()
 
 
 @pytest.fixture()

@@ -40,15 +40,10 @@ def test_schedule_scales_and_passes_on_from_the_first_step():
 @pytest.fixture(scope="module")
 def tiny():
     """A tiny real diffusers UNet (SD1 layout) and an adapter made from it."""
-    from diffusers import UNet2DConditionModel
-
+    from helpers.unet_fixtures import tiny_diffusers_unet
     from wplus.branch.adapter import WPlusAdapter
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=8).eval()
+    unet = tiny_diffusers_unet()
     return unet, WPlusAdapter.from_unet(unet).eval()
 
 
@@ -78,7 +73,7 @@ def diffusers_schedule(tiny, percent: float, steps: int) -> list[bool]:
     x = torch.randn(2, 4, 8, 8)
     with PipelineBranch(pipe, adapter, torch.randn(18, 512), scale=1.0, start=percent) as branch, torch.no_grad():
         pipe.scheduler.set_timesteps(steps)  # what the pipeline does first; it restarts the count
-        unet(x, pipe.scheduler.timesteps[0], encoder_hidden_states=torch.randn(2, 77, 32))  # one real call
+        unet(x, pipe.scheduler.timesteps[0], encoder_hidden_states=torch.randn(2, 77, 8))  # one real call
         for t in pipe.scheduler.timesteps[1:]:  # then the pipeline's pre-call hook, as at each UNet call
             branch._before_unet(unet, (x, t), {})
         return [scale > 0 for _, scale in branch.trace]

@@ -96,6 +96,18 @@ def sgm_shaped_unet() -> Reference:
     return Reference(unet, io, run, _dir("sdxl") / "wplus_adapter.bin")
 
 
+def tiny_diffusers_unet(block_out_channels: tuple[int, int] = (16, 32), context_dim: int = 8,
+                        head_dim: int = 4) -> nn.Module:
+    """A tiny random diffusers UNet of the SD1 layout (two cross-attention blocks), seed 0, eval mode."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=context_dim, attention_head_dim=head_dim, norm_num_groups=8).eval()
+
+
 def identity_tokens(adapter, io: dict[str, torch.Tensor]) -> torch.Tensor:
     """Cond rows the identity of io['ids'], uncond rows the zero-W+ tokens (the WebUI's CFG order)."""
     ids = io["ids"].long()
