@@ -224,3 +224,13 @@ def test_ganspace_csv_is_what_the_paper_reads():
     parsed = read_ganspace_configs(W_DIR / "gan_space/ganspace_configs.csv")
     assert [r[0] for r in parsed] == [r[0] for r in rows if r]
     assert parsed[0] == ("frizzy_hair", 31, 2, 6, 20.0)
+
+
+def test_a_direction_with_nan_names_its_file_and_the_next_step(tmp_path):
+    import numpy as np
+
+    from wplus.stylegan.directions import DirectionError, DirectionLibrary
+
+    np.save(tmp_path / "bad.npy", np.full((18, 512), np.nan))
+    with pytest.raises(DirectionError, match=r"bad\.npy.*NaN or infinite.*download --what directions"):
+        DirectionLibrary.from_folders(None, tmp_path)

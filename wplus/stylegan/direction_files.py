@@ -45,7 +45,9 @@ def _as_wplus_vector(t: torch.Tensor | np.ndarray, origin: str) -> torch.Tensor:
             f"{origin}: a direction must have shape (512,), (1,512), (18,512) or (1,18,512), got {shape}"
         )
     if not torch.isfinite(t).all():
-        raise DirectionError(f"{origin}: the direction holds NaN or infinite values")
+        raise DirectionError(f"{origin}: the direction holds NaN or infinite values; the file is damaged. Delete "
+                             "it and run `python -m wplus download --what directions` again (a direction of your "
+                             "own: save it again from finite values)")
     return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32).contiguous()
 
 
