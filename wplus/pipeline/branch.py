@@ -44,6 +44,7 @@ class PipelineBranch:
         self.pipe, self.adapter = pipe, adapter
         self.scale, self.start = check_scale(scale), check_start(start)
         self.steps: int | None = None
+        self._schedule = Schedule(self.scale, self.start)
         self.calls = 0
         self.trace: list[tuple[int, float]] = []  # (UNet call, λ used) of the latest pipeline call
         self._scheduler = scheduler
@@ -87,6 +88,7 @@ class PipelineBranch:
         self.steps = int(steps) if steps else len(scheduler.timesteps)
         self.calls = 0
         self.trace = []
+        self._schedule = Schedule(self.scale, self.start)  # λ and start as set before this pipeline call
 
     def _before_unet(self, module: Any, args: tuple, kwargs: dict) -> None:
         if self.pipe.scheduler is not self._scheduler:
@@ -107,7 +109,7 @@ class PipelineBranch:
         handle = self._handle
         handle.row_index = self._index[key]
         handle.reset_rows()
-        handle.scale = Schedule(self.scale, self.start).scale_at(self.calls, self.steps)
+        handle.scale = self._schedule.scale_at(self.calls, self.steps)
         self.trace.append((self.calls, handle.scale))
         self.calls += 1
 
